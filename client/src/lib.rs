@@ -1,0 +1,318 @@
+//! Rust client for `latchkeyd`, the password-reset and credential sidecar.
+//!
+//! The daemon listens on a Unix socket and speaks tarpc with JSON bodies on u32 big-endian
+//! length-delimited frames. This crate holds the one definition of that protocol (the
+//! [`Latchkey`] service trait and its types, used by the daemon too) and a small typed
+//! [`Client`] on top of it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), latchkey_client::Error> {
+//! use latchkey_client::{Client, NewUser};
+//!
+//! let client = Client::connect("/run/latchkeyd/latchkeyd.sock").await?;
+//! let user = client
+//!     .create_user(NewUser {
+//!         email: "ada@example.com".into(),
+//!         name: "Ada".into(),
+//!         password: "correct horse battery staple".into(),
+//!         role: None,
+//!         locale: None,
+//!     })
+//!     .await?;
+//! let same = client
+//!     .verify_password("ada@example.com", "correct horse battery staple", Some("203.0.113.7"))
+//!     .await?;
+//! assert_eq!(user.id, same.id);
+//! # Ok(()) }
+//! ```
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(missing_docs)]
+
+mod api;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use api::*;
+use tarpc::tokio_serde::formats::Json;
+use tokio_util::codec::LengthDelimitedCodec;
+
+/// The largest frame the client sends or accepts unless told otherwise (the daemon's default
+/// too). Larger frames close the connection.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// How long a call may take unless told otherwise. Generous because hash-bound calls queue
+/// behind each other when the daemon is busy.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Client::connect`] waits for the socket.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon answered with a typed error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The call did not complete: connection lost, deadline passed, or the daemon refused the
+    /// request before running it (for example too many requests in flight on this connection).
+    #[error("call failed: {0}")]
+    Rpc(#[from] tarpc::client::RpcError),
+    /// The socket could not be reached.
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        /// The socket path tried.
+        path: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The daemon's typed error, if this is one.
+    ///
+    /// ```
+    /// use latchkey_client::{ApiError, Error};
+    /// let e = Error::from(ApiError::InvalidCredentials);
+    /// assert_eq!(e.api(), Some(&ApiError::InvalidCredentials));
+    /// ```
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            Error::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Connection options for [`Client::connect_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = latchkey_client::ConnectOptions {
+///     call_timeout: Duration::from_secs(30),
+///     ..Default::default()
+/// };
+/// assert_eq!(opts.max_frame_bytes, latchkey_client::DEFAULT_MAX_FRAME_BYTES);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// How long to wait for the socket to accept.
+    pub connect_timeout: Duration,
+    /// The deadline given to each call; the daemon abandons calls past it.
+    pub call_timeout: Duration,
+    /// The largest frame to send or accept; keep it equal to the daemon's `max_frame_bytes`.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// A connection to `latchkeyd`. Cheap to clone; clones share the connection, and calls on it
+/// run concurrently.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// The tarpc stub; use it directly for calls this wrapper does not cover.
+    inner: LatchkeyClient,
+    /// The deadline given to each call.
+    call_timeout: Duration,
+}
+
+impl Client {
+    /// Connects with the default options.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), latchkey_client::Error> {
+    /// let client = latchkey_client::Client::connect("./latchkey.sock").await?;
+    /// println!("{:?}", client.health().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Client, Error> {
+        Client::connect_with(path, ConnectOptions::default()).await
+    }
+
+    /// Connects with explicit options.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), latchkey_client::Error> {
+    /// use latchkey_client::{Client, ConnectOptions};
+    /// let client = Client::connect_with("./latchkey.sock", ConnectOptions::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(
+        path: impl AsRef<Path>,
+        options: ConnectOptions,
+    ) -> Result<Client, Error> {
+        let path = path.as_ref();
+        let connect_error = |source| Error::Connect {
+            path: path.display().to_string(),
+            source,
+        };
+        let stream = tokio::time::timeout(
+            options.connect_timeout,
+            tokio::net::UnixStream::connect(path),
+        )
+        .await
+        .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(connect_error)?;
+        let framed = LengthDelimitedCodec::builder()
+            .max_frame_length(options.max_frame_bytes)
+            .new_framed(stream);
+        let transport = tarpc::serde_transport::new(framed, Json::default());
+        let inner = LatchkeyClient::new(tarpc::client::Config::default(), transport).spawn();
+        Ok(Client {
+            inner,
+            call_timeout: options.call_timeout,
+        })
+    }
+
+    /// The underlying tarpc stub, for callers who want to set their own context per call.
+    pub fn stub(&self) -> &LatchkeyClient {
+        &self.inner
+    }
+
+    /// A context whose deadline is this client's call timeout.
+    fn context(&self) -> tarpc::context::Context {
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = Instant::now() + self.call_timeout;
+        ctx
+    }
+
+    /// Liveness, version and the role this connection was given.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let health = client.health().await?;
+    /// assert_eq!(health.status, "ok");
+    /// # Ok(()) }
+    /// ```
+    pub async fn health(&self) -> Result<Health, Error> {
+        Ok(self.inner.health(self.context()).await??)
+    }
+
+    /// Creates an account; fails with `EmailTaken`, `InvalidEmail` or `WeakPassword`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let user = client.create_user(latchkey_client::NewUser {
+    ///     email: "ada@example.com".into(),
+    ///     name: "Ada".into(),
+    ///     password: "correct horse battery staple".into(),
+    ///     role: None,
+    ///     locale: Some("en".into()),
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_user(&self, user: NewUser) -> Result<User, Error> {
+        Ok(self.inner.create_user(self.context(), user).await??)
+    }
+
+    /// Looks an account up by id; `NotFound` if there is none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let user = client.get_user(1).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_user(&self, id: UserId) -> Result<User, Error> {
+        Ok(self.inner.get_user(self.context(), id).await??)
+    }
+
+    /// Looks an account up by email; `NotFound` if there is none.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let user = client.find_user(" Ada@Example.com ").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn find_user(&self, email: &str) -> Result<User, Error> {
+        Ok(self
+            .inner
+            .find_user(self.context(), email.to_owned())
+            .await??)
+    }
+
+    /// Checks a login. Every failure (wrong password, unknown email, disabled account) is
+    /// `InvalidCredentials`; too many failures give `RateLimited`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// match client.verify_password("ada@example.com", "guess", Some("203.0.113.7")).await {
+    ///     Ok(user) => println!("welcome {}", user.name),
+    ///     Err(e) if e.api() == Some(&latchkey_client::ApiError::InvalidCredentials) => {}
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify_password(
+        &self,
+        email: &str,
+        password: &str,
+        client_ip: Option<&str>,
+    ) -> Result<User, Error> {
+        Ok(self
+            .inner
+            .verify_password(
+                self.context(),
+                email.to_owned(),
+                password.to_owned(),
+                client_ip.map(str::to_owned),
+            )
+            .await??)
+    }
+
+    /// Changes a password after checking the current one. Revokes the user's reset tokens and
+    /// returns the new credential epoch.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let changed = client.change_password(1, "old password", "a brand new password").await?;
+    /// println!("drop sessions older than epoch {}", changed.credential_epoch);
+    /// # Ok(()) }
+    /// ```
+    pub async fn change_password(
+        &self,
+        id: UserId,
+        current_password: &str,
+        new_password: &str,
+    ) -> Result<PasswordChanged, Error> {
+        Ok(self
+            .inner
+            .change_password(
+                self.context(),
+                id,
+                current_password.to_owned(),
+                new_password.to_owned(),
+            )
+            .await??)
+    }
+
+    /// Enables or disables an account (admin role).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// client.set_status(1, latchkey_client::UserStatus::Disabled).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_status(&self, id: UserId, status: UserStatus) -> Result<User, Error> {
+        Ok(self.inner.set_status(self.context(), id, status).await??)
+    }
+
+    /// Deletes an account and its tokens (admin role).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// client.delete_user(1).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_user(&self, id: UserId) -> Result<(), Error> {
+        Ok(self.inner.delete_user(self.context(), id).await??)
+    }
+}

@@ -1,0 +1,38 @@
+//! The one place where internal failures become the caller-facing [`ApiError`]. Domain
+//! outcomes map to their variants; anything else is logged here with its detail and reported
+//! to the caller only as `Unavailable`, so internals never leak.
+
+use latchkey_client::ApiError;
+
+use crate::passwords::{HashError, PolicyError};
+use crate::store::StoreError;
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::EmailTaken => ApiError::EmailTaken,
+            StoreError::NotFound => ApiError::NotFound,
+            // A concurrent change won; the caller may retry with fresh state.
+            StoreError::Stale => ApiError::Unavailable,
+            e @ (StoreError::Db(_) | StoreError::Corrupt { .. } | StoreError::Durability(_)) => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> ApiError {
+        tracing::error!(error = %e, "password hashing failure");
+        ApiError::Unavailable
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> ApiError {
+        ApiError::WeakPassword {
+            reason: format!("the password {e}"),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The `latchkeyd` binary: parses the command line, loads the configuration and runs the
+//! daemon until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use latchkeyd::config::Config;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// latchkeyd: password-reset and credential daemon on a Unix socket.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file (must exist if given). Settings not in it keep their defaults;
+    /// LATCHKEY_* environment variables override both.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("latchkeyd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config::load(args.config.as_deref()).context("invalid configuration")?;
+    if args.check_config {
+        print!("{}", config.redacted_toml());
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .context("invalid log.level")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        latchkeyd::run(config, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,341 @@
+//! The socket: binding, who may connect, the connection limit, framing and graceful shutdown.
+//!
+//! Connections are accepted here rather than by tarpc's `serde_transport::unix::listen`,
+//! because that helper discards the `UnixStream` and with it the peer credentials the roles
+//! are decided by.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::StreamExt;
+use latchkey_client::{CallerRole, Latchkey};
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::tokio_serde::formats::Json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::LengthDelimitedCodec;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
+
+use crate::config::{AuthConfig, Config};
+use crate::service::{Peer, Service, State};
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A daemon answers on the socket already.
+    #[error("another latchkeyd is listening on {0}; stop it first")]
+    InUse(PathBuf),
+    /// Something that is not a socket is in the way.
+    #[error("{0} exists and is not a socket; refusing to remove it")]
+    NotASocket(PathBuf),
+    /// The configured group does not exist.
+    #[error("socket group {0:?} does not exist")]
+    NoSuchGroup(String),
+    /// An I/O step failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Binds the socket: removes a stale socket file (refusing if a live daemon answers on it),
+/// then sets the configured mode and group. Returns the listener and the socket's group.
+pub async fn bind(config: &Config) -> Result<(UnixListener, u32), BindError> {
+    let path = config.server.socket.as_path();
+    let io_err = |what, source| BindError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(BindError::NotASocket(path.to_path_buf()));
+        }
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(BindError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(|e| io_err("cannot remove stale socket", e))?;
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io_err("cannot create directory for", e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| io_err("cannot bind", e))?;
+    let mode = config.socket_mode().unwrap_or(0o660);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io_err("cannot set the mode of", e))?;
+    let gid = match &config.server.socket_group {
+        Some(group) => {
+            let gid = group_id(group).ok_or_else(|| BindError::NoSuchGroup(group.clone()))?;
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(|e| io_err("cannot set the group of", e))?;
+            gid
+        }
+        // SAFETY: getegid has no preconditions and cannot fail.
+        None => unsafe { libc::getegid() },
+    };
+    Ok((listener, gid))
+}
+
+/// A group's id from its name or number.
+fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    let name = std::ffi::CString::new(group).ok()?;
+    // SAFETY: `name` is a valid C string; getgrnam returns null or a pointer to static storage
+    // that we read at once. It is called only at start-up, before other threads look up groups.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        return None;
+    }
+    // SAFETY: non-null pointer from getgrnam, read before any other getgr* call.
+    Some(unsafe { (*entry).gr_gid })
+}
+
+/// Decides a connection's role from its peer credentials.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    /// Uids with the admin role.
+    admin_uids: Vec<u32>,
+    /// Gids with the admin role.
+    admin_gids: Vec<u32>,
+    /// Uids with the app role.
+    app_uids: Vec<u32>,
+    /// Gids with the app role.
+    app_gids: Vec<u32>,
+}
+
+impl Auth {
+    /// The configured roles, with the defaults filled in: the daemon's own uid and root are
+    /// admin, members of the socket's group are app.
+    pub fn new(config: &AuthConfig, socket_gid: u32) -> Auth {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let own_uid = unsafe { libc::geteuid() };
+        Auth {
+            admin_uids: config
+                .admin_uids
+                .clone()
+                .unwrap_or_else(|| vec![own_uid, 0]),
+            admin_gids: config.admin_gids.clone(),
+            app_uids: config.app_uids.clone(),
+            app_gids: config.app_gids.clone().unwrap_or_else(|| vec![socket_gid]),
+        }
+    }
+
+    /// The role for a peer, or `None` to refuse it.
+    pub fn role(&self, uid: u32, gid: u32, pid: Option<i32>) -> Option<CallerRole> {
+        // Supplementary groups are read only when the uid and primary gid decided nothing.
+        let mut groups: Option<Vec<u32>> = None;
+        let mut in_any = |gids: &[u32]| {
+            if gids.is_empty() {
+                return false;
+            }
+            if gids.contains(&gid) {
+                return true;
+            }
+            let groups = groups.get_or_insert_with(|| supplementary_groups(pid));
+            groups.iter().any(|g| gids.contains(g))
+        };
+        if self.admin_uids.contains(&uid) || in_any(&self.admin_gids) {
+            Some(CallerRole::Admin)
+        } else if self.app_uids.contains(&uid) || in_any(&self.app_gids) {
+            Some(CallerRole::App)
+        } else {
+            None
+        }
+    }
+}
+
+/// The supplementary groups of a process, from `/proc/PID/status`. The kernel's peer
+/// credentials carry only the primary gid, and an app user is usually put in the socket's
+/// group as a supplementary group.
+fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
+    let Some(pid) = pid else { return Vec::new() };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|list| {
+            list.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Serves connections until `shutdown` completes, then stops accepting, lets the calls in
+/// flight finish (up to the configured grace period) and returns.
+pub async fn run(
+    listener: UnixListener,
+    state: Arc<State>,
+    auth: Auth,
+    shutdown: impl Future<Output = ()>,
+) {
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
+    let accept = accept_loop(&listener, &state, &auth, &stop, &connections);
+    tokio::select! {
+        () = accept => {}
+        () = shutdown => tracing::info!("shutting down: no new connections; finishing calls in flight"),
+    }
+    stop.cancel();
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "calls still running after the grace period; exiting anyway"
+        );
+    }
+}
+
+/// Accepts connections for ever, one permit of the connection limit each.
+async fn accept_loop(
+    listener: &UnixListener,
+    state: &Arc<State>,
+    auth: &Auth,
+    stop: &CancellationToken,
+    connections: &TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(state.config.server.max_connections));
+    loop {
+        // Taking the permit before accepting leaves excess connections in the kernel's backlog
+        // instead of accepting and then starving them.
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let cred = match stream.peer_cred() {
+            Ok(cred) => cred,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read peer credentials; closing connection");
+                continue;
+            }
+        };
+        let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
+        let Some(role) = auth.role(uid, gid, pid) else {
+            tracing::warn!(uid, gid, pid, "refused connection: peer has no role");
+            continue;
+        };
+        tracing::debug!(uid, gid, pid, ?role, "connection");
+        let service = Service {
+            state: state.clone(),
+            peer: Peer {
+                uid,
+                gid,
+                pid,
+                role,
+            },
+        };
+        let config = &state.config.server;
+        let io = UntilShutdown::new(stream, stop.clone());
+        let framed = LengthDelimitedCodec::builder()
+            .max_frame_length(config.max_frame_bytes)
+            .new_framed(io);
+        let transport = tarpc::serde_transport::new(framed, Json::default());
+        let channel = BaseChannel::with_defaults(transport)
+            .max_concurrent_requests(config.max_requests_per_connection);
+        connections.spawn(async move {
+            channel
+                .execute(service.serve())
+                .for_each(|call| async {
+                    tokio::spawn(call);
+                })
+                .await;
+            drop(permit);
+            tracing::debug!(uid, pid, "connection closed");
+        });
+    }
+}
+
+/// A stream whose read side reports end-of-file once shutdown starts. tarpc then stops taking
+/// requests from it but still writes the replies of the calls in flight, and closes it when
+/// the last one is written: the graceful part of a graceful shutdown.
+struct UntilShutdown {
+    /// The connection.
+    inner: UnixStream,
+    /// Completes when shutdown starts.
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Shutdown has started; reads return end-of-file.
+    stopped: bool,
+}
+
+impl UntilShutdown {
+    fn new(inner: UnixStream, stop: CancellationToken) -> UntilShutdown {
+        UntilShutdown {
+            inner,
+            stop: Box::pin(stop.cancelled_owned()),
+            stopped: false,
+        }
+    }
+}
+
+impl AsyncRead for UntilShutdown {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.stopped && self.stop.as_mut().poll(cx).is_ready() {
+            self.stopped = true;
+        }
+        if self.stopped {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UntilShutdown {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Removes the socket file when the daemon stops, so the next start finds no stale socket.
+pub fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove the socket");
+        }
+    }
+}
