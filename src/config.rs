@@ -20,8 +20,66 @@ pub struct Config {
     pub store: StoreConfig,
     /// Hashing parameters and the password policy.
     pub passwords: PasswordConfig,
+    /// Reset tokens and links.
+    pub reset: ResetConfig,
+    /// Rate limits.
+    pub limits: crate::limits::LimitsConfig,
+    /// The event log.
+    pub events: EventsConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Reset tokens and links.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResetConfig {
+    /// How long a mailed reset link stays valid; at most 86400 (24 hours).
+    pub token_lifetime_secs: u64,
+    /// Live tokens per user; issuing another revokes the oldest.
+    pub max_live_tokens: usize,
+    /// The link sent to users; `{token}` is replaced by the token. Never built from anything a
+    /// caller sends.
+    pub link_template: String,
+    /// How long a used or expired token is remembered, so a second click is told "used" or
+    /// "expired" instead of "invalid".
+    pub remember_secs: u64,
+    /// How often expired tokens are swept.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for ResetConfig {
+    fn default() -> Self {
+        ResetConfig {
+            token_lifetime_secs: 1800,
+            max_live_tokens: 3,
+            link_template: "http://localhost:3000/reset-password?token={token}".into(),
+            remember_secs: 86400,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+/// The longest a reset token may live.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 86400;
+
+/// The event log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Most events kept; the oldest go first.
+    pub max_events: usize,
+    /// Events older than this are dropped.
+    pub max_age_days: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            max_events: 1_000_000,
+            max_age_days: 90,
+        }
+    }
 }
 
 /// The socket and connection handling.
@@ -214,6 +272,26 @@ impl Config {
         if p.max_bytes < p.max_chars {
             return Err(value("passwords.max_bytes", "must be at least max_chars"));
         }
+        let r = &self.reset;
+        if r.token_lifetime_secs == 0 || r.token_lifetime_secs > MAX_TOKEN_LIFETIME_SECS {
+            return Err(value(
+                "reset.token_lifetime_secs",
+                "must be between 1 and 86400 (24 hours)",
+            ));
+        }
+        if r.max_live_tokens == 0 {
+            return Err(value("reset.max_live_tokens", "must be at least 1"));
+        }
+        if r.link_template.matches("{token}").count() != 1 {
+            return Err(value(
+                "reset.link_template",
+                "must contain {token} exactly once",
+            ));
+        }
+        if r.sweep_interval_secs == 0 {
+            return Err(value("reset.sweep_interval_secs", "must be at least 1"));
+        }
+        self.limits.validate().map_err(|reason| value("limits", &reason))?;
         self.socket_mode()?;
         let s = &self.server;
         if s.max_connections == 0 || s.max_requests_per_connection == 0 {

@@ -12,9 +12,13 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::EmailTaken => ApiError::EmailTaken,
             StoreError::NotFound => ApiError::NotFound,
+            StoreError::TokenRejected => ApiError::InvalidToken,
             // A concurrent change won; the caller may retry with fresh state.
             StoreError::Stale => ApiError::Unavailable,
-            e @ (StoreError::Db(_) | StoreError::Corrupt { .. } | StoreError::Durability(_)) => {
+            e @ (StoreError::Db(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Durability(_)
+            | StoreError::Key(_)) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::Unavailable
             }

@@ -7,6 +7,10 @@
 //! - [`service`]: the RPC methods (the [`latchkey_client::Latchkey`] trait) and their logging.
 //! - [`store`]: sled trees behind the store's own interface, with group commit for durability.
 //! - [`passwords`]: the password policy and argon2id hashing off the async threads.
+//! - [`tokens`]: the reset token format (selector and verifier).
+//! - [`limits`]: in-process rate limits.
+//! - [`mail`]: the queued mail jobs and the outbox sender.
+//! - [`maintenance`]: background sweeps (expired tokens, old events, idle limiter keys).
 //! - [`validate`]: checks and normalisation of every other caller-supplied field.
 //! - [`error`]: where internal failures become the stable [`latchkey_client::ApiError`].
 //! - [`random`]: the OS CSPRNG.
@@ -19,11 +23,15 @@
 
 pub mod config;
 pub mod error;
+pub mod limits;
+pub mod mail;
+pub mod maintenance;
 pub mod passwords;
 pub mod random;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tokens;
 pub mod validate;
 
 use std::future::Future;
@@ -34,6 +42,7 @@ use config::Config;
 use passwords::Passwords;
 use service::State;
 use store::Store;
+use tokio_util::sync::CancellationToken;
 
 /// Why the daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +51,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Bind(#[from] server::BindError),
     /// The store could not be opened or flushed.
-    #[error("store at {path}: {source}")]
+    #[error("store in {path}: {source}")]
     Store {
-        /// The database directory.
+        /// The data directory.
         path: std::path::PathBuf,
         /// What failed.
         #[source]
@@ -58,12 +67,12 @@ pub enum DaemonError {
 /// Opens the store, binds the socket and serves until `shutdown` completes; then finishes the
 /// calls in flight, flushes the store and removes the socket.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let db_path = config.store.data_dir.join("db");
+    let data_dir = config.store.data_dir.clone();
     let store_err = |source| DaemonError::Store {
-        path: db_path.clone(),
+        path: data_dir.clone(),
         source,
     };
-    let store = Store::open(&db_path, config.store.cache_bytes).map_err(store_err)?;
+    let store = Store::open(&data_dir, config.store.cache_bytes).map_err(store_err)?;
     let passwords = Passwords::new(&config.passwords, config.hash_concurrency())?;
     let (listener, socket_gid) = server::bind(&config).await?;
     let auth = server::Auth::new(&config.auth, socket_gid);
@@ -78,10 +87,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let state = Arc::new(State {
         store: store.clone(),
         passwords,
+        limits: limits::Limits::new(&config.limits),
         config,
         started: Instant::now(),
     });
+    let background = CancellationToken::new();
+    let upkeep = tokio::spawn(maintenance::run(state.clone(), background.clone()));
     server::run(listener, state, auth, shutdown).await;
+    background.cancel();
+    if let Err(e) = upkeep.await {
+        tracing::error!(error = %e, "maintenance task failed");
+    }
     server::remove_socket(&socket);
     store.flush_now().map_err(store_err)?;
     tracing::info!("stopped cleanly");

@@ -5,14 +5,21 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use latchkey_client::{
-    ApiError, CallerRole, Health, Latchkey, NewUser, PasswordChanged, User, UserId, UserStatus,
+    ApiError, CallerRole, Event, EventKind, Health, Latchkey, NewUser, PasswordChanged,
+    ResetLink, TokenCheck, TokenState, User, UserId, UserRef, UserStatus,
 };
 use tarpc::context::Context;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_TOKEN_LIFETIME_SECS};
+use crate::limits::Limits;
+use crate::mail::{MailJob, MailKind};
 use crate::passwords::Passwords;
-use crate::store::{NewUserRecord, Store, StoreError};
+use crate::store::{self, IssuedToken, NewEvent, NewUserRecord, Store, StoreError, TokenRecord, UserRecord};
+use crate::tokens::RawToken;
 use crate::validate;
+
+/// Most items one list call returns.
+pub const MAX_PAGE: u32 = 1000;
 
 /// Everything the methods share; lives as long as the daemon.
 pub struct State {
@@ -20,6 +27,8 @@ pub struct State {
     pub store: Store,
     /// Policy and hashing.
     pub passwords: Passwords,
+    /// Rate limits.
+    pub limits: Limits,
     /// The configuration the daemon started with.
     pub config: Config,
     /// When the daemon started, for uptime.
@@ -95,9 +104,105 @@ impl Service {
     }
 
     /// The user with this id, or `NotFound`.
-    fn user_record(&self, id: UserId) -> Result<crate::store::UserRecord, ApiError> {
+    fn user_record(&self, id: UserId) -> Result<UserRecord, ApiError> {
         self.state.store.user(id)?.ok_or(ApiError::NotFound)
     }
+
+    /// The "your password was changed" notice for `user`, as outbox payload.
+    fn changed_notice(&self, user: &UserRecord, client_ip: Option<&str>, now: u64) -> Vec<u8> {
+        MailJob {
+            kind: MailKind::PasswordChanged,
+            to: user.email.clone(),
+            name: user.name.clone(),
+            locale: user.locale.clone(),
+            link: None,
+            expires_at: None,
+            client_ip: client_ip.map(str::to_owned),
+            at: now,
+        }
+        .to_bytes()
+    }
+
+    /// A fresh token for `user` (or a decoy for nobody), valid for `lifetime` seconds.
+    fn new_token(&self, user: Option<&UserRecord>, lifetime: u64, now: u64) -> (RawToken, IssuedToken) {
+        let raw = RawToken::generate();
+        let expires_at = now + lifetime;
+        let issued = IssuedToken {
+            selector: raw.selector,
+            record: TokenRecord {
+                user_id: user.map_or(0, |u| u.id),
+                verifier_hash: raw.verifier_hash(),
+                credential_epoch: user.map_or(0, |u| u.credential_epoch),
+                issued_at: now,
+                expires_at,
+                used_at: None,
+                purge_at: expires_at + self.state.config.reset.remember_secs,
+            },
+        };
+        (raw, issued)
+    }
+
+    /// The link for a token, from the configured template only.
+    fn link(&self, token: &RawToken) -> String {
+        self.state
+            .config
+            .reset
+            .link_template
+            .replace("{token}", &token.encode())
+    }
+
+    /// Sets a new password (already checked against the policy) on `record`, with its event
+    /// and notice; `InvalidCredentials` if the password changed meanwhile.
+    async fn store_new_password(
+        &self,
+        record: &UserRecord,
+        normalised: String,
+        kind: EventKind,
+        client_ip: Option<&str>,
+    ) -> Result<PasswordChanged, ApiError> {
+        let hash = self.state.passwords.hash(normalised).await?;
+        let now = now();
+        let notice = self.changed_notice(record, client_ip, now);
+        let updated = self
+            .state
+            .store
+            .set_password(
+                record.id,
+                record.credential_epoch,
+                &hash,
+                now,
+                NewEvent::user(kind, record.id, client_ip.map(str::to_owned)),
+                Some(&notice),
+            )
+            .await
+            .map_err(|e| match e {
+                // Someone else changed the password while we hashed: what we checked against
+                // is no longer current.
+                StoreError::Stale => ApiError::InvalidCredentials,
+                e => e.into(),
+            })?;
+        Ok(PasswordChanged {
+            user_id: updated.id,
+            credential_epoch: updated.credential_epoch,
+        })
+    }
+
+    /// Judges a presented token text.
+    fn judge_token(&self, token: &str) -> Result<(Option<RawToken>, store::TokenState), ApiError> {
+        let Some(raw) = RawToken::parse(token.trim()) else {
+            return Ok((None, store::TokenState::Invalid));
+        };
+        let state = self
+            .state
+            .store
+            .check_token(&raw.selector, &raw.verifier_hash(), now())?;
+        Ok((Some(raw), state))
+    }
+}
+
+/// A page size: at least 1, at most [`MAX_PAGE`].
+fn page(limit: u32) -> usize {
+    limit.clamp(1, MAX_PAGE) as usize
 }
 
 impl Latchkey for Service {
@@ -119,10 +224,7 @@ impl Latchkey for Service {
             let name = validate::name(&user.name)?;
             let role = validate::role(user.role.as_deref())?;
             let locale = validate::locale(user.locale.as_deref())?;
-            let normalised = self
-                .state
-                .passwords
-                .check_policy(&user.password, Some(&email))?;
+            let normalised = self.state.passwords.check_policy(&user.password, Some(&email))?;
             // Refuse a taken address before paying for a hash; the insert checks again
             // inside its transaction, which is what makes the index unique.
             if self.state.store.user_by_email(&email)?.is_some() {
@@ -171,9 +273,11 @@ impl Latchkey for Service {
         client_ip: Option<String>,
     ) -> Result<User, ApiError> {
         self.call("verify_password", Needs::App, async {
-            validate::client_ip(client_ip.as_deref())?;
-            // An implausible address cannot have an account; it gets the same dummy work and
-            // the same answer as an unknown one.
+            let ip = validate::client_ip(client_ip.as_deref())?;
+            // An implausible address cannot have an account; it gets the same buckets, the
+            // same dummy work and the same answer as an unknown one.
+            let key = email.trim().to_lowercase();
+            self.state.limits.login(ip, &key)?;
             let record = match validate::email(&email) {
                 Ok(email) => self.state.store.user_by_email(&email)?,
                 Err(_) => None,
@@ -182,7 +286,12 @@ impl Latchkey for Service {
             let matched = self.state.passwords.verify(&password, hash).await?;
             match record {
                 Some(r) if matched && r.status == UserStatus::Active => Ok(r.to_api()),
-                _ => Err(ApiError::InvalidCredentials),
+                Some(r) => {
+                    let event = NewEvent::user(EventKind::LoginFailed, r.id, ip.map(|i| i.to_string()));
+                    self.state.store.record_event(event)?;
+                    Err(ApiError::InvalidCredentials)
+                }
+                None => Err(ApiError::InvalidCredentials),
             }
         })
         .await
@@ -197,6 +306,7 @@ impl Latchkey for Service {
     ) -> Result<PasswordChanged, ApiError> {
         self.call("change_password", Needs::App, async {
             let record = self.user_record(id)?;
+            self.state.limits.login(None, &record.email)?;
             let normalised = self
                 .state
                 .passwords
@@ -209,39 +319,23 @@ impl Latchkey for Service {
             if !matched || record.status != UserStatus::Active {
                 return Err(ApiError::InvalidCredentials);
             }
-            let hash = self.state.passwords.hash(normalised).await?;
-            let epoch = record.credential_epoch;
-            let updated = self
-                .state
-                .store
-                .set_password(id, epoch, hash, now())
+            self.store_new_password(&record, normalised, EventKind::PasswordChanged, None)
                 .await
-                .map_err(|e| match e {
-                    // Someone else changed the password while we hashed: the current password
-                    // we checked is no longer current.
-                    StoreError::Stale => ApiError::InvalidCredentials,
-                    e => e.into(),
-                })?;
-            Ok(PasswordChanged {
-                user_id: id,
-                credential_epoch: updated.credential_epoch,
-            })
         })
         .await
     }
 
-    async fn set_status(
-        self,
-        _: Context,
-        id: UserId,
-        status: UserStatus,
-    ) -> Result<User, ApiError> {
+    async fn set_status(self, _: Context, id: UserId, status: UserStatus) -> Result<User, ApiError> {
         self.call("set_status", Needs::Admin, async {
             let now = now();
+            let kind = match status {
+                UserStatus::Active => EventKind::UserEnabled,
+                UserStatus::Disabled => EventKind::UserDisabled,
+            };
             let record = self
                 .state
                 .store
-                .update_user(id, |r| {
+                .update_user(id, Some(NewEvent::user(kind, id, None)), |r| {
                     if r.status != status {
                         r.status = status;
                         r.updated_at = now;
@@ -258,6 +352,206 @@ impl Latchkey for Service {
         self.call("delete_user", Needs::Admin, async {
             self.state.store.delete_user(id).await?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn list_users(self, _: Context, after: UserId, limit: u32) -> Result<Vec<User>, ApiError> {
+        self.call("list_users", Needs::Admin, async {
+            let users = self.state.store.users_after(after, page(limit))?;
+            Ok(users.iter().map(UserRecord::to_api).collect())
+        })
+        .await
+    }
+
+    async fn set_password(
+        self,
+        _: Context,
+        id: UserId,
+        new_password: String,
+    ) -> Result<PasswordChanged, ApiError> {
+        self.call("set_password", Needs::Admin, async {
+            let record = self.user_record(id)?;
+            let normalised = self
+                .state
+                .passwords
+                .check_policy(&new_password, Some(&record.email))?;
+            self.store_new_password(&record, normalised, EventKind::PasswordSet, None)
+                .await
+                .map_err(|e| match e {
+                    ApiError::InvalidCredentials => ApiError::Unavailable,
+                    e => e,
+                })
+        })
+        .await
+    }
+
+    async fn request_password_reset(
+        self,
+        _: Context,
+        email: String,
+        client_ip: Option<String>,
+        locale: Option<String>,
+    ) -> Result<(), ApiError> {
+        self.call("request_password_reset", Needs::App, async {
+            let email = validate::email(&email)?;
+            let ip = validate::client_ip(client_ip.as_deref())?;
+            let locale = validate::locale(locale.as_deref())?;
+            self.state.limits.reset_request(ip, &email)?;
+            // From here on a known and an unknown address do the same work: one lookup, one
+            // token, one sealed mail, one transaction of the same shape, one durable flush.
+            let user = self.state.store.user_by_email(&email)?;
+            let active = user.as_ref().filter(|u| u.status == UserStatus::Active);
+            let now = now();
+            let lifetime = self.state.config.reset.token_lifetime_secs;
+            let (raw, issued) = self.new_token(active, lifetime, now);
+            let job = MailJob {
+                kind: MailKind::PasswordReset,
+                to: email,
+                name: active.map(|u| u.name.clone()).unwrap_or_default(),
+                locale: active.and_then(|u| u.locale.clone()).or(locale),
+                link: Some(self.link(&raw)),
+                expires_at: Some(issued.record.expires_at),
+                client_ip: ip.map(|i| i.to_string()),
+                at: now,
+            };
+            let mail = job.to_bytes();
+            match active {
+                Some(user) => {
+                    let event = NewEvent::user(EventKind::ResetRequested, user.id, job.client_ip.clone());
+                    let max_live = self.state.config.reset.max_live_tokens;
+                    match self.state.store.issue_token(&issued, max_live, Some(&mail), event).await {
+                        // The account changed while we worked (password changed, disabled):
+                        // the caller still gets the generic answer and may ask again.
+                        Ok(()) | Err(StoreError::Stale) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => self.state.store.issue_decoy(&issued, &mail).await?,
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn check_reset_token(
+        self,
+        _: Context,
+        token: String,
+        client_ip: Option<String>,
+    ) -> Result<TokenCheck, ApiError> {
+        self.call("check_reset_token", Needs::App, async {
+            let ip = validate::client_ip(client_ip.as_deref())?;
+            self.state.limits.token_use(ip)?;
+            let (_, state) = self.judge_token(&token)?;
+            Ok(match state {
+                store::TokenState::Valid { expires_at, .. } => TokenCheck {
+                    state: TokenState::Valid,
+                    expires_at: Some(expires_at),
+                },
+                store::TokenState::Expired => TokenCheck { state: TokenState::Expired, expires_at: None },
+                store::TokenState::Used => TokenCheck { state: TokenState::Used, expires_at: None },
+                store::TokenState::Invalid => TokenCheck { state: TokenState::Invalid, expires_at: None },
+            })
+        })
+        .await
+    }
+
+    async fn complete_password_reset(
+        self,
+        _: Context,
+        token: String,
+        new_password: String,
+        confirm_password: Option<String>,
+        client_ip: Option<String>,
+    ) -> Result<PasswordChanged, ApiError> {
+        self.call("complete_password_reset", Needs::App, async {
+            let ip = validate::client_ip(client_ip.as_deref())?;
+            self.state.limits.token_use(ip)?;
+            // Check the token before paying for a hash, and again inside the transaction that
+            // uses it.
+            let (raw, state) = self.judge_token(&token)?;
+            let (Some(raw), store::TokenState::Valid { user_id, .. }) = (raw, state) else {
+                return Err(ApiError::InvalidToken);
+            };
+            if confirm_password.is_some_and(|c| c != new_password) {
+                return Err(ApiError::PasswordMismatch);
+            }
+            let user = self.state.store.user(user_id)?.ok_or(ApiError::InvalidToken)?;
+            let normalised = self.state.passwords.check_policy(&new_password, Some(&user.email))?;
+            let hash = self.state.passwords.hash(normalised).await?;
+            let now = now();
+            let client_ip = ip.map(|i| i.to_string());
+            let notice = self.changed_notice(&user, client_ip.as_deref(), now);
+            let event = NewEvent::user(EventKind::ResetCompleted, user_id, client_ip);
+            let updated = self
+                .state
+                .store
+                .consume_token(&raw.selector, &raw.verifier_hash(), &hash, now, event, Some(&notice))
+                .await
+                .map_err(|e| match e {
+                    StoreError::TokenRejected => ApiError::InvalidToken,
+                    e => e.into(),
+                })?;
+            Ok(PasswordChanged {
+                user_id: updated.id,
+                credential_epoch: updated.credential_epoch,
+            })
+        })
+        .await
+    }
+
+    async fn admin_reset_link(
+        self,
+        _: Context,
+        user: UserRef,
+        lifetime_secs: Option<u64>,
+    ) -> Result<ResetLink, ApiError> {
+        self.call("admin_reset_link", Needs::Admin, async {
+            let record = match user {
+                UserRef::Id(id) => self.user_record(id)?,
+                UserRef::Email(email) => {
+                    let email = validate::email(&email)?;
+                    self.state.store.user_by_email(&email)?.ok_or(ApiError::NotFound)?
+                }
+            };
+            if record.status != UserStatus::Active {
+                return Err(ApiError::InvalidInput {
+                    field: "user".into(),
+                    reason: "the account is disabled; enable it first".into(),
+                });
+            }
+            let lifetime = lifetime_secs.unwrap_or(self.state.config.reset.token_lifetime_secs);
+            if lifetime == 0 || lifetime > MAX_TOKEN_LIFETIME_SECS {
+                return Err(ApiError::InvalidInput {
+                    field: "lifetime_secs".into(),
+                    reason: format!("must be between 1 and {MAX_TOKEN_LIFETIME_SECS}"),
+                });
+            }
+            let now = now();
+            let (raw, issued) = self.new_token(Some(&record), lifetime, now);
+            let event = NewEvent::user(EventKind::ResetRequested, record.id, None);
+            let max_live = self.state.config.reset.max_live_tokens;
+            self.state
+                .store
+                .issue_token(&issued, max_live, None, event)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Stale => ApiError::Unavailable,
+                    e => e.into(),
+                })?;
+            Ok(ResetLink {
+                user_id: record.id,
+                link: self.link(&raw),
+                expires_at: issued.record.expires_at,
+            })
+        })
+        .await
+    }
+
+    async fn events(self, _: Context, after: u64, limit: u32) -> Result<Vec<Event>, ApiError> {
+        self.call("events", Needs::Admin, async {
+            Ok(self.state.store.events_after(after, page(limit))?)
         })
         .await
     }

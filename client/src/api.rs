@@ -98,6 +98,90 @@ pub struct Health {
     pub caller_role: CallerRole,
 }
 
+/// What a presented reset token amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// Usable now; show the new-password form.
+    Valid,
+    /// Genuine but past its expiry; offer to send a new link.
+    Expired,
+    /// Genuine but used already; the password was reset with it.
+    Used,
+    /// Unknown, malformed, tampered with, revoked, or issued before a later password change.
+    Invalid,
+}
+
+/// The answer to `check_reset_token`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCheck {
+    /// What the token amounts to.
+    pub state: TokenState,
+    /// When it expires (only for a valid token).
+    pub expires_at: Option<UnixTime>,
+}
+
+/// A reset link made by an admin for support staff.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetLink {
+    /// The account it resets.
+    pub user_id: UserId,
+    /// The link, from the configured template.
+    pub link: String,
+    /// When it expires.
+    pub expires_at: UnixTime,
+}
+
+/// Names an account by id or by email.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRef {
+    /// By id: `{"id": 3}`.
+    Id(UserId),
+    /// By email: `{"email": "ada@example.com"}`.
+    Email(String),
+}
+
+/// What happened, in the event log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An account was created.
+    UserCreated,
+    /// A reset was requested for an existing, active account (requests for unknown or
+    /// disabled accounts leave no event).
+    ResetRequested,
+    /// A reset token was used to set a new password.
+    ResetCompleted,
+    /// The user changed their password with the current one.
+    PasswordChanged,
+    /// An admin set the password.
+    PasswordSet,
+    /// A login failed for an existing account.
+    LoginFailed,
+    /// The account was disabled.
+    UserDisabled,
+    /// The account was enabled.
+    UserEnabled,
+    /// The account was deleted.
+    UserDeleted,
+}
+
+/// One entry of the append-only event log. Holds no secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log; pass the last one seen as the cursor of the next `events` call.
+    pub seq: u64,
+    /// When it happened.
+    pub at: UnixTime,
+    /// What happened.
+    pub kind: EventKind,
+    /// The account concerned.
+    pub user_id: Option<UserId>,
+    /// The client IP the application passed with the call, if any.
+    pub client_ip: Option<String>,
+}
+
 /// Errors every method may return. Stable and documented: match on the variant, show the
 /// message. Internal failures are reported only as [`ApiError::Unavailable`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -177,6 +261,31 @@ pub trait Latchkey {
     async fn set_status(id: UserId, status: UserStatus) -> Result<User, ApiError>;
     /// Deletes an account and everything attached to it (admin).
     async fn delete_user(id: UserId) -> Result<(), ApiError>;
+    /// Lists accounts in id order after `after` (0 for the start), at most `limit` (admin).
+    async fn list_users(after: UserId, limit: u32) -> Result<Vec<User>, ApiError>;
+    /// Sets a password without the current one (admin); revokes reset tokens, bumps the epoch.
+    async fn set_password(id: UserId, new_password: String) -> Result<PasswordChanged, ApiError>;
+    /// Starts a reset. Always `Ok(())` for a valid address, whether or not it has an account;
+    /// an active account gets a mail with a link.
+    async fn request_password_reset(
+        email: String,
+        client_ip: Option<String>,
+        locale: Option<String>,
+    ) -> Result<(), ApiError>;
+    /// Says whether a token is usable, without using it.
+    async fn check_reset_token(token: String, client_ip: Option<String>) -> Result<TokenCheck, ApiError>;
+    /// Uses a token to set a new password; revokes every other token of the user.
+    async fn complete_password_reset(
+        token: String,
+        new_password: String,
+        confirm_password: Option<String>,
+        client_ip: Option<String>,
+    ) -> Result<PasswordChanged, ApiError>;
+    /// Makes a reset link for support staff (admin). `lifetime_secs` defaults to the
+    /// configured token lifetime and is capped at 24 hours.
+    async fn admin_reset_link(user: UserRef, lifetime_secs: Option<u64>) -> Result<ResetLink, ApiError>;
+    /// Events after the cursor `after` (0 for the start), oldest first, at most `limit` (admin).
+    async fn events(after: u64, limit: u32) -> Result<Vec<Event>, ApiError>;
 }
 
 impl ApiError {

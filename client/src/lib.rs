@@ -315,4 +315,156 @@ impl Client {
     pub async fn delete_user(&self, id: UserId) -> Result<(), Error> {
         Ok(self.inner.delete_user(self.context(), id).await??)
     }
+
+    /// Lists accounts in id order after `after` (0 for the start), at most `limit`, capped
+    /// at 1000 (admin role).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let mut after = 0;
+    /// loop {
+    ///     let page = client.list_users(after, 100).await?;
+    ///     let Some(last) = page.last() else { break };
+    ///     after = last.id;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn list_users(&self, after: UserId, limit: u32) -> Result<Vec<User>, Error> {
+        Ok(self.inner.list_users(self.context(), after, limit).await??)
+    }
+
+    /// Sets a password without the current one (admin role). Revokes reset tokens and bumps
+    /// the credential epoch.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// client.set_password(1, "a temporary password for Ada").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_password(&self, id: UserId, new_password: &str) -> Result<PasswordChanged, Error> {
+        Ok(self
+            .inner
+            .set_password(self.context(), id, new_password.to_owned())
+            .await??)
+    }
+
+    /// Starts a password reset. Succeeds for any valid address, with or without an account,
+    /// so the reply reveals nothing; an active account is sent a link. `RateLimited` when the
+    /// address or the client IP asked too often.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// client.request_password_reset("ada@example.com", Some("203.0.113.7"), Some("en")).await?;
+    /// // Always show: "If an account exists for that address, we sent a link."
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_password_reset(
+        &self,
+        email: &str,
+        client_ip: Option<&str>,
+        locale: Option<&str>,
+    ) -> Result<(), Error> {
+        Ok(self
+            .inner
+            .request_password_reset(
+                self.context(),
+                email.to_owned(),
+                client_ip.map(str::to_owned),
+                locale.map(str::to_owned),
+            )
+            .await??)
+    }
+
+    /// Says whether a reset token is usable, without using it: call it before showing the
+    /// new-password form.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client, token: &str) -> Result<(), latchkey_client::Error> {
+    /// use latchkey_client::TokenState;
+    /// match client.check_reset_token(token, Some("203.0.113.7")).await?.state {
+    ///     TokenState::Valid => { /* show the form */ }
+    ///     TokenState::Expired => { /* "this link has expired" */ }
+    ///     TokenState::Used => { /* "this link was used already" */ }
+    ///     TokenState::Invalid => { /* "this link is not valid" */ }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn check_reset_token(
+        &self,
+        token: &str,
+        client_ip: Option<&str>,
+    ) -> Result<TokenCheck, Error> {
+        Ok(self
+            .inner
+            .check_reset_token(self.context(), token.to_owned(), client_ip.map(str::to_owned))
+            .await??)
+    }
+
+    /// Uses a reset token to set a new password. With `confirm_password`, both must match.
+    /// Revokes every other token of the user; returns the new credential epoch so the app can
+    /// drop the user's sessions.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client, token: &str) -> Result<(), latchkey_client::Error> {
+    /// let done = client
+    ///     .complete_password_reset(token, "a brand new password", Some("a brand new password"), None)
+    ///     .await?;
+    /// println!("user {} is now at epoch {}", done.user_id, done.credential_epoch);
+    /// # Ok(()) }
+    /// ```
+    pub async fn complete_password_reset(
+        &self,
+        token: &str,
+        new_password: &str,
+        confirm_password: Option<&str>,
+        client_ip: Option<&str>,
+    ) -> Result<PasswordChanged, Error> {
+        Ok(self
+            .inner
+            .complete_password_reset(
+                self.context(),
+                token.to_owned(),
+                new_password.to_owned(),
+                confirm_password.map(str::to_owned),
+                client_ip.map(str::to_owned),
+            )
+            .await??)
+    }
+
+    /// Makes a reset link for support staff (admin role). `lifetime_secs` defaults to the
+    /// configured token lifetime; at most 86400.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// use latchkey_client::UserRef;
+    /// let link = client.admin_reset_link(UserRef::Email("ada@example.com".into()), Some(3600)).await?;
+    /// println!("{}", link.link);
+    /// # Ok(()) }
+    /// ```
+    pub async fn admin_reset_link(
+        &self,
+        user: UserRef,
+        lifetime_secs: Option<u64>,
+    ) -> Result<ResetLink, Error> {
+        Ok(self
+            .inner
+            .admin_reset_link(self.context(), user, lifetime_secs)
+            .await??)
+    }
+
+    /// Events after the cursor `after` (0 for the start), oldest first, at most `limit`,
+    /// capped at 1000 (admin role).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let mut cursor = 0;
+    /// for event in client.events(cursor, 100).await? {
+    ///     cursor = event.seq;
+    ///     println!("{:?} user {:?}", event.kind, event.user_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn events(&self, after: u64, limit: u32) -> Result<Vec<Event>, Error> {
+        Ok(self.inner.events(self.context(), after, limit).await??)
+    }
 }

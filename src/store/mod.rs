@@ -2,12 +2,17 @@
 //! talks to [`Store`] in terms of records, so a second backend can sit behind the same methods
 //! and load tests can tell store stalls from everything else.
 //!
-//! One tree per record kind, named `key_value`. Every change that touches two trees runs in
-//! one sled transaction. Every change a caller is told succeeded is on disk first: writers call
-//! [`Store::durable`], which waits for the group-commit thread (see [`commit`]).
+//! One tree per record kind, named `key_value`; key encodings live in [`keys`]. Every change
+//! that touches more than one tree runs in one sled transaction over [`Tx`]. Every change a
+//! caller is told succeeded is on disk first: writers call [`Store::durable`], which waits for
+//! the group-commit thread (see `commit.rs`).
 
 mod commit;
+mod events;
 pub mod keys;
+mod outbox;
+mod seal;
+mod tokens;
 mod users;
 
 use std::path::Path;
@@ -15,8 +20,14 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree,
+};
+use sled::Transactional;
 
+pub use events::{EventRecord, NewEvent};
+pub use outbox::{OutboxMessage, OutboxRecord, OutboxState};
+pub use tokens::{IssuedToken, TokenRecord, TokenState};
 pub use users::{NewUserRecord, UserRecord};
 
 /// What can go wrong in the store.
@@ -36,6 +47,9 @@ pub enum StoreError {
     /// The flush that makes a write durable failed; the write may be lost on a crash.
     #[error("could not make the write durable: {0}")]
     Durability(String),
+    /// The outbox key file could not be read or created.
+    #[error("outbox key: {0}")]
+    Key(String),
     /// The email index has the address already.
     #[error("email already taken")]
     EmailTaken,
@@ -45,6 +59,9 @@ pub enum StoreError {
     /// The record changed since it was read (for example, a password changed meanwhile).
     #[error("record changed concurrently")]
     Stale,
+    /// The token cannot be used (unknown, expired, used or from an older epoch).
+    #[error("token not usable")]
+    TokenRejected,
 }
 
 /// A cheap, cloneable handle to the open store.
@@ -58,32 +75,82 @@ pub struct Store {
 struct Inner {
     /// The database; kept for id generation and flushing.
     db: sled::Db,
-    /// `userid_user`: user id → [`UserRecord`] (JSON).
-    users: sled::Tree,
-    /// `email_userid`: normalised email → user id. Unique.
-    emails: sled::Tree,
+    /// Every tree, in the order [`Tx`] names them.
+    trees: Trees,
+    /// Seals outbox payloads (they hold reset links) under a key kept outside the database.
+    seal: seal::Sealer,
     /// The group-commit thread that makes writes durable.
     commit: commit::GroupCommit,
 }
 
+/// The trees. See [`Tx`] for what each holds.
+struct Trees {
+    users: sled::Tree,
+    emails: sled::Tree,
+    tokens: sled::Tree,
+    user_tokens: sled::Tree,
+    token_expiry: sled::Tree,
+    outbox: sled::Tree,
+    outbox_due: sled::Tree,
+    events: sled::Tree,
+    decoy: sled::Tree,
+}
+
+/// One transaction's view of every tree.
+struct Tx<'a> {
+    /// `userid_user`: user id → [`UserRecord`].
+    users: &'a TransactionalTree,
+    /// `email_userid`: normalised email → user id. Unique.
+    emails: &'a TransactionalTree,
+    /// `selector_token`: token selector → [`TokenRecord`] (the verifier only as a hash).
+    tokens: &'a TransactionalTree,
+    /// `userid_selectors`: user id → the user's live token selectors, oldest first.
+    user_tokens: &'a TransactionalTree,
+    /// `purgeat_selector`: purge time ++ selector → (), the sweeper's index.
+    token_expiry: &'a TransactionalTree,
+    /// `msgid_message`: message id → [`OutboxRecord`] with a sealed payload.
+    outbox: &'a TransactionalTree,
+    /// `dueat_msgid`: next attempt time ++ message id → (), the sender's schedule.
+    outbox_due: &'a TransactionalTree,
+    /// `seq_event`: sequence number → [`EventRecord`].
+    events: &'a TransactionalTree,
+    /// `decoy`: fixed keys overwritten by requests for unknown accounts, so they do the same
+    /// store work as requests for known ones.
+    decoy: &'a TransactionalTree,
+}
+
+/// A transaction body's result.
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
 impl Store {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    /// Opens (or creates) the store: the database in `data_dir/db`, the outbox key in
+    /// `data_dir/outbox.key`.
+    pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let seal = seal::Sealer::load_or_create(&data_dir.join("outbox.key"))?;
         let db = sled::Config::new()
-            .path(dir)
+            .path(data_dir.join("db"))
             .cache_capacity(cache_bytes)
             // Durability comes from our own group commit, not from sled's timer.
             .flush_every_ms(None)
             .open()?;
-        let users = db.open_tree("userid_user")?;
-        let emails = db.open_tree("email_userid")?;
+        let trees = Trees {
+            users: db.open_tree("userid_user")?,
+            emails: db.open_tree("email_userid")?,
+            tokens: db.open_tree("selector_token")?,
+            user_tokens: db.open_tree("userid_selectors")?,
+            token_expiry: db.open_tree("purgeat_selector")?,
+            outbox: db.open_tree("msgid_message")?,
+            outbox_due: db.open_tree("dueat_msgid")?,
+            events: db.open_tree("seq_event")?,
+            decoy: db.open_tree("decoy")?,
+        };
         let commit = commit::GroupCommit::start(db.clone())
             .map_err(|e| StoreError::Durability(e.to_string()))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
-                users,
-                emails,
+                trees,
+                seal,
                 commit,
             }),
         })
@@ -109,6 +176,43 @@ impl Store {
     fn next_id(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.generate_id()? + 1)
     }
+
+    /// Runs `body` as one transaction over every tree. sled may run it more than once on
+    /// conflict, so it must not have side effects outside the transaction.
+    fn transact<T>(&self, body: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        let t = &self.inner.trees;
+        let result = (
+            &t.users,
+            &t.emails,
+            &t.tokens,
+            &t.user_tokens,
+            &t.token_expiry,
+            &t.outbox,
+            &t.outbox_due,
+            &t.events,
+            &t.decoy,
+        )
+            .transaction(
+                |(users, emails, tokens, user_tokens, token_expiry, outbox, outbox_due, events, decoy)| {
+                    body(&Tx {
+                        users,
+                        emails,
+                        tokens,
+                        user_tokens,
+                        token_expiry,
+                        outbox,
+                        outbox_due,
+                        events,
+                        decoy,
+                    })
+                },
+            );
+        match result {
+            Ok(v) => Ok(v),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
+        }
+    }
 }
 
 /// Encodes a record.
@@ -127,16 +231,38 @@ fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, St
     })
 }
 
+/// Turns a store error inside a transaction body into an abort.
+fn aborting<T>(r: Result<T, StoreError>) -> TxResult<T> {
+    r.map_err(ConflictableTransactionError::Abort)
+}
+
 /// Aborts a transaction with a store error.
-fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
-/// Flattens a transaction result.
-fn tx_result<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
+impl Tx<'_> {
+    /// Reads and decodes a record from `tree`.
+    fn get<T: DeserializeOwned>(
+        tree: &TransactionalTree,
+        name: &'static str,
+        key: &[u8],
+    ) -> TxResult<Option<T>> {
+        match tree.get(key)? {
+            Some(bytes) => aborting(decode(name, &bytes).map(Some)),
+            None => Ok(None),
+        }
+    }
+
+    /// Encodes and writes a record to `tree`.
+    fn put<T: Serialize>(
+        tree: &TransactionalTree,
+        name: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> TxResult<()> {
+        let bytes = aborting(encode(name, value))?;
+        tree.insert(key, bytes)?;
+        Ok(())
     }
 }

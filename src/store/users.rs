@@ -1,12 +1,11 @@
 //! User records and the email index.
 
-use latchkey_client::{User, UserStatus};
+use latchkey_client::{EventKind, User, UserStatus};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
 
-use super::{abort, decode, encode, keys, tx_result, Store, StoreError};
+use super::{abort, decode, keys, NewEvent, Store, StoreError, Tx, TxResult};
 
-const USERS: &str = "userid_user";
+pub(super) const USERS: &str = "userid_user";
 
 /// A user as stored: the API's [`User`] plus the password hash.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,6 +71,18 @@ pub struct NewUserRecord {
     pub created_at: u64,
 }
 
+impl Tx<'_> {
+    /// The user with this id, inside a transaction.
+    pub(super) fn user(&self, id: u64) -> TxResult<Option<UserRecord>> {
+        Tx::get(self.users, USERS, &keys::user(id))
+    }
+
+    /// Writes a user record.
+    pub(super) fn put_user(&self, record: &UserRecord) -> TxResult<()> {
+        Tx::put(self.users, USERS, &keys::user(record.id), record)
+    }
+}
+
 impl Store {
     /// Adds a user and its email index entry in one transaction; `EmailTaken` if the address
     /// is in use. Durable on return.
@@ -90,23 +101,22 @@ impl Store {
             password_changed_at: new.created_at,
             credential_epoch: 0,
         };
-        let bytes = encode(USERS, &record)?;
-        let i = &self.inner;
-        tx_result((&i.users, &i.emails).transaction(|(users, emails)| {
-            if emails.get(keys::email(&record.email))?.is_some() {
+        let event = self.new_event(NewEvent::user(EventKind::UserCreated, id, None))?;
+        self.transact(|tx| {
+            if tx.emails.get(keys::email(&record.email))?.is_some() {
                 return abort(StoreError::EmailTaken);
             }
-            emails.insert(keys::email(&record.email), &keys::user(id))?;
-            users.insert(&keys::user(id), bytes.as_slice())?;
-            Ok(())
-        }))?;
+            tx.emails.insert(keys::email(&record.email), &keys::user(id))?;
+            tx.put_user(&record)?;
+            tx.append_event(&event)
+        })?;
         self.durable().await?;
         Ok(record)
     }
 
     /// The user with this id.
     pub fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
-        match self.inner.users.get(keys::user(id))? {
+        match self.inner.trees.users.get(keys::user(id))? {
             Some(bytes) => Ok(Some(decode(USERS, &bytes)?)),
             None => Ok(None),
         }
@@ -114,7 +124,7 @@ impl Store {
 
     /// The user with this normalised email.
     pub fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
-        match self.inner.emails.get(keys::email(email))? {
+        match self.inner.trees.emails.get(keys::email(email))? {
             Some(id) => match keys::read_u64(&id) {
                 Some(id) => self.user(id),
                 None => Err(StoreError::Corrupt {
@@ -130,6 +140,7 @@ impl Store {
     pub fn users_after(&self, after: u64, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
         let start = keys::user(after.saturating_add(1));
         self.inner
+            .trees
             .users
             .range(start..)
             .take(limit)
@@ -139,78 +150,99 @@ impl Store {
 
     /// How many users there are.
     pub fn user_count(&self) -> usize {
-        self.inner.users.len()
+        self.inner.trees.users.len()
     }
 
-    /// Applies `change` to a user atomically; `NotFound` if there is none. Durable on return.
+    /// Applies `change` to a user atomically and records `event` (if any) with it; `NotFound`
+    /// if there is no such user. Durable on return.
     pub async fn update_user(
         &self,
         id: u64,
+        event: Option<NewEvent>,
         change: impl Fn(&mut UserRecord) -> Result<(), StoreError>,
     ) -> Result<UserRecord, StoreError> {
-        let key = keys::user(id);
-        let record = tx_result(self.inner.users.transaction(|users| {
-            let Some(bytes) = users.get(key)? else {
+        let event = event.map(|e| self.new_event(e)).transpose()?;
+        let record = self.transact(|tx| {
+            let Some(mut record) = tx.user(id)? else {
                 return abort(StoreError::NotFound);
-            };
-            let mut record: UserRecord = match decode(USERS, &bytes) {
-                Ok(r) => r,
-                Err(e) => return abort(e),
             };
             if let Err(e) = change(&mut record) {
                 return abort(e);
             }
-            match encode(USERS, &record) {
-                Ok(bytes) => users.insert(&key, bytes)?,
-                Err(e) => return abort(e),
-            };
+            tx.put_user(&record)?;
+            if let Some(event) = &event {
+                tx.append_event(event)?;
+            }
             Ok(record)
-        }))?;
+        })?;
         self.durable().await?;
         Ok(record)
     }
 
-    /// Removes a user and its email index entry; `NotFound` if there is none. Durable on
-    /// return.
-    pub async fn delete_user(&self, id: u64) -> Result<UserRecord, StoreError> {
-        let key = keys::user(id);
-        let i = &self.inner;
-        let record = tx_result((&i.users, &i.emails).transaction(|(users, emails)| {
-            let Some(bytes) = users.remove(&key)? else {
+    /// Replaces the password hash if the user's credential epoch is still `expected_epoch`
+    /// (`Stale` otherwise), bumps the epoch, revokes every reset token of the user and queues
+    /// `notice` (a sealed mail payload). Durable on return.
+    pub async fn set_password(
+        &self,
+        id: u64,
+        expected_epoch: u64,
+        password_hash: &str,
+        now: u64,
+        event: NewEvent,
+        notice: Option<&[u8]>,
+    ) -> Result<UserRecord, StoreError> {
+        let event = self.new_event(event)?;
+        let notice = self.prepare_mail(notice, now)?;
+        let record = self.transact(|tx| {
+            let Some(mut record) = tx.user(id)? else {
                 return abort(StoreError::NotFound);
             };
-            let record: UserRecord = match decode(USERS, &bytes) {
-                Ok(r) => r,
-                Err(e) => return abort(e),
-            };
-            emails.remove(keys::email(&record.email))?;
+            if record.credential_epoch != expected_epoch {
+                return abort(StoreError::Stale);
+            }
+            tx.apply_password(&mut record, password_hash, now)?;
+            tx.revoke_user_tokens(id, None)?;
+            tx.append_event(&event)?;
+            if let Some(notice) = &notice {
+                tx.enqueue(notice)?;
+            }
             Ok(record)
-        }))?;
+        })?;
+        self.durable().await?;
+        Ok(record)
+    }
+
+    /// Removes a user, its email index entry and its tokens; `NotFound` if there is none.
+    /// Durable on return.
+    pub async fn delete_user(&self, id: u64) -> Result<UserRecord, StoreError> {
+        let event = self.new_event(NewEvent::user(EventKind::UserDeleted, id, None))?;
+        let record = self.transact(|tx| {
+            let Some(record) = tx.user(id)? else {
+                return abort(StoreError::NotFound);
+            };
+            tx.users.remove(&keys::user(id))?;
+            tx.emails.remove(keys::email(&record.email))?;
+            tx.revoke_user_tokens(id, None)?;
+            tx.append_event(&event)?;
+            Ok(record)
+        })?;
         self.durable().await?;
         Ok(record)
     }
 }
 
-impl Store {
-    /// Replaces the password hash if the user's credential epoch is still `expected_epoch`
-    /// (`Stale` otherwise), bumps the epoch and stamps the change time. Durable on return.
-    pub async fn set_password(
+impl Tx<'_> {
+    /// Sets a new hash on `record`, bumps its epoch and writes it.
+    pub(super) fn apply_password(
         &self,
-        id: u64,
-        expected_epoch: u64,
-        password_hash: String,
+        record: &mut UserRecord,
+        password_hash: &str,
         now: u64,
-    ) -> Result<UserRecord, StoreError> {
-        self.update_user(id, |r| {
-            if r.credential_epoch != expected_epoch {
-                return Err(StoreError::Stale);
-            }
-            r.password_hash.clone_from(&password_hash);
-            r.credential_epoch += 1;
-            r.password_changed_at = now;
-            r.updated_at = now;
-            Ok(())
-        })
-        .await
+    ) -> TxResult<()> {
+        record.password_hash = password_hash.to_owned();
+        record.credential_epoch += 1;
+        record.password_changed_at = now;
+        record.updated_at = now;
+        self.put_user(record)
     }
 }

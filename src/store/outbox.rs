@@ -1,0 +1,233 @@
+//! The durable outbox: messages queued in the same transaction as the change that caused
+//! them, with a schedule index the sender scans for due messages. Payloads are sealed (see
+//! `seal.rs`); the store hands out and takes plaintext.
+
+use serde::{Deserialize, Serialize};
+
+use super::{abort, decode, keys, Store, StoreError, Tx, TxResult};
+
+const OUTBOX: &str = "msgid_message";
+
+/// Where a message stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// Waiting for its next attempt.
+    Queued,
+    /// Gave up: rejected permanently or out of attempts. Kept until an admin retries or drops
+    /// it.
+    Dead,
+}
+
+/// A queued message as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The message id.
+    pub id: u64,
+    /// When it was queued (Unix seconds).
+    pub created_at: u64,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When the next attempt is due (Unix milliseconds); meaningless when dead.
+    pub next_attempt_ms: u64,
+    /// Queued or dead.
+    pub state: OutboxState,
+    /// The last delivery error, for operators (an SMTP reply; never a secret).
+    pub last_error: Option<String>,
+    /// The sealed payload.
+    payload: Vec<u8>,
+}
+
+/// A message and its opened payload.
+#[derive(Clone, Debug)]
+pub struct OutboxMessage {
+    /// The stored record.
+    pub record: OutboxRecord,
+    /// The payload in clear, as it was queued.
+    pub payload: Vec<u8>,
+}
+
+impl Store {
+    /// Numbers and seals a payload, ready to enqueue in a transaction.
+    pub(super) fn prepare_mail(
+        &self,
+        payload: Option<&[u8]>,
+        now: u64,
+    ) -> Result<Option<OutboxRecord>, StoreError> {
+        let Some(payload) = payload else {
+            return Ok(None);
+        };
+        let id = self.next_id()?;
+        Ok(Some(OutboxRecord {
+            id,
+            created_at: now,
+            attempts: 0,
+            next_attempt_ms: now.saturating_mul(1000),
+            state: OutboxState::Queued,
+            last_error: None,
+            payload: self.inner.seal.seal(id, payload)?,
+        }))
+    }
+
+    /// Queues a message on its own. Durable on return.
+    pub async fn enqueue_mail(&self, payload: &[u8], now: u64) -> Result<u64, StoreError> {
+        let Some(record) = self.prepare_mail(Some(payload), now)? else {
+            return Err(StoreError::NotFound);
+        };
+        self.transact(|tx| tx.enqueue(&record))?;
+        self.durable().await?;
+        Ok(record.id)
+    }
+
+    /// Up to `limit` queued messages whose next attempt is due at `now_ms`, earliest first.
+    pub fn due_mail(&self, now_ms: u64, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+        let mut due = Vec::new();
+        for kv in self.inner.trees.outbox_due.range(..keys::due(now_ms, u64::MAX)) {
+            if due.len() >= limit {
+                break;
+            }
+            let (key, _) = kv?;
+            let Some(id) = keys::second_u64(&key) else {
+                continue;
+            };
+            if let Some(message) = self.mail(id)? {
+                due.push(message);
+            }
+        }
+        Ok(due)
+    }
+
+    /// When the earliest queued message is due (Unix milliseconds).
+    pub fn next_mail_due(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .inner
+            .trees
+            .outbox_due
+            .first()?
+            .and_then(|(key, _)| keys::read_u64(&key)))
+    }
+
+    /// One message with its payload opened.
+    pub fn mail(&self, id: u64) -> Result<Option<OutboxMessage>, StoreError> {
+        let Some(bytes) = self.inner.trees.outbox.get(keys::user(id))? else {
+            return Ok(None);
+        };
+        let record: OutboxRecord = decode(OUTBOX, &bytes)?;
+        let payload = self.inner.seal.open(id, &record.payload)?;
+        Ok(Some(OutboxMessage { record, payload }))
+    }
+
+    /// Messages with ids above `after`, in id order, at most `limit`.
+    pub fn mail_after(&self, after: u64, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.trees.outbox.range(keys::user(after.saturating_add(1))..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, bytes) = kv?;
+            let record: OutboxRecord = decode(OUTBOX, &bytes)?;
+            let payload = self.inner.seal.open(record.id, &record.payload)?;
+            out.push(OutboxMessage { record, payload });
+        }
+        Ok(out)
+    }
+
+    /// Counts of queued and dead messages and the creation time of the oldest queued one.
+    pub fn outbox_stats(&self) -> Result<(usize, usize, Option<u64>), StoreError> {
+        let (mut queued, mut dead, mut oldest) = (0, 0, None::<u64>);
+        for kv in self.inner.trees.outbox.iter() {
+            let record: OutboxRecord = decode(OUTBOX, &kv?.1)?;
+            match record.state {
+                OutboxState::Queued => {
+                    queued += 1;
+                    oldest = Some(oldest.map_or(record.created_at, |o| o.min(record.created_at)));
+                }
+                OutboxState::Dead => dead += 1,
+            }
+        }
+        Ok((queued, dead, oldest))
+    }
+
+    /// Removes a delivered message. Durable on return, so a restart does not send it again.
+    pub async fn mail_sent(&self, id: u64) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            let Some(record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))? else {
+                return Ok(());
+            };
+            tx.outbox.remove(&keys::user(id))?;
+            tx.outbox_due.remove(&keys::due(record.next_attempt_ms, id))?;
+            Ok(())
+        })?;
+        self.durable().await
+    }
+
+    /// Records a failed attempt: reschedules the message at `retry_at_ms`, or marks it dead
+    /// when that is `None`. Durable on return.
+    pub async fn mail_failed(
+        &self,
+        id: u64,
+        error: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            let Some(mut record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))?
+            else {
+                return abort(StoreError::NotFound);
+            };
+            tx.outbox_due.remove(&keys::due(record.next_attempt_ms, id))?;
+            record.attempts += 1;
+            record.last_error = Some(error.to_owned());
+            match retry_at_ms {
+                Some(at) => {
+                    record.next_attempt_ms = at;
+                    record.state = OutboxState::Queued;
+                    tx.outbox_due.insert(&keys::due(at, id), &[])?;
+                }
+                None => record.state = OutboxState::Dead,
+            }
+            Tx::put(tx.outbox, OUTBOX, &keys::user(id), &record)
+        })?;
+        self.durable().await
+    }
+
+    /// Puts a message (dead or queued) back in the queue, due now, with its attempt count
+    /// reset. Durable on return.
+    pub async fn mail_retry(&self, id: u64, now_ms: u64) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            let Some(mut record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))?
+            else {
+                return abort(StoreError::NotFound);
+            };
+            tx.outbox_due.remove(&keys::due(record.next_attempt_ms, id))?;
+            record.attempts = 0;
+            record.state = OutboxState::Queued;
+            record.next_attempt_ms = now_ms;
+            tx.outbox_due.insert(&keys::due(now_ms, id), &[])?;
+            Tx::put(tx.outbox, OUTBOX, &keys::user(id), &record)
+        })?;
+        self.durable().await
+    }
+
+    /// Deletes a message without sending it. Durable on return.
+    pub async fn mail_drop(&self, id: u64) -> Result<(), StoreError> {
+        self.transact(|tx| {
+            let Some(record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))? else {
+                return abort(StoreError::NotFound);
+            };
+            tx.outbox.remove(&keys::user(id))?;
+            tx.outbox_due.remove(&keys::due(record.next_attempt_ms, id))?;
+            Ok(())
+        })?;
+        self.durable().await
+    }
+}
+
+impl Tx<'_> {
+    /// Queues a prepared message inside a transaction.
+    pub(super) fn enqueue(&self, record: &OutboxRecord) -> TxResult<()> {
+        Tx::put(self.outbox, OUTBOX, &keys::user(record.id), record)?;
+        self.outbox_due
+            .insert(&keys::due(record.next_attempt_ms, record.id), &[])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! Sealing of outbox payloads with XChaCha20-Poly1305.
+//!
+//! A queued reset mail holds the reset link, and the raw token must never rest in the
+//! database. The payload is sealed under a key kept in its own file beside the database
+//! (mode 0600), so a copy of the database alone (a backup, a support bundle) reveals no live
+//! token. The message id is the associated data, so sealed payloads cannot be swapped between
+//! records.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use super::StoreError;
+
+/// Length of the random nonce stored in front of each sealed payload.
+const NONCE_LEN: usize = 24;
+
+/// The outbox cipher.
+pub(super) struct Sealer {
+    /// The cipher keyed from the key file.
+    cipher: XChaCha20Poly1305,
+}
+
+impl Sealer {
+    /// Reads the key file, or creates it with a fresh random key when it does not exist.
+    pub(super) fn load_or_create(path: &Path) -> Result<Sealer, StoreError> {
+        let err = |what: &str, e: std::io::Error| {
+            StoreError::Key(format!("{what} {}: {e}", path.display()))
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| err("cannot create the directory of", e))?;
+        }
+        let key = match std::fs::read(path) {
+            Ok(key) => key,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = crate::random::bytes::<32>();
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| err("cannot create", e))?;
+                file.write_all(&key).map_err(|e| err("cannot write", e))?;
+                file.sync_all().map_err(|e| err("cannot sync", e))?;
+                key.to_vec()
+            }
+            Err(e) => return Err(err("cannot read", e)),
+        };
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "outbox key file is readable by others; chmod 600 it");
+            }
+        }
+        let cipher = XChaCha20Poly1305::new_from_slice(&key).map_err(|_| {
+            StoreError::Key(format!("{} must hold exactly 32 bytes", path.display()))
+        })?;
+        Ok(Sealer { cipher })
+    }
+
+    /// Seals `plain` for the message `id`.
+    pub(super) fn seal(&self, id: u64, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let nonce = crate::random::bytes::<NONCE_LEN>();
+        let aad = id.to_be_bytes();
+        let sealed = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: &aad })
+            .map_err(|_| StoreError::Key("sealing failed".into()))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens a payload sealed for the message `id`.
+    pub(super) fn open(&self, id: u64, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let corrupt = || StoreError::Corrupt {
+            tree: "msgid_message",
+            reason: format!("message {id}: payload does not open with the outbox key"),
+        };
+        if sealed.len() < NONCE_LEN {
+            return Err(corrupt());
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let aad = id.to_be_bytes();
+        self.cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: &aad })
+            .map_err(|_| corrupt())
+    }
+}

@@ -1,0 +1,306 @@
+//! Reset tokens: records keyed by selector (holding only a hash of the verifier), each user's
+//! list of live selectors (for the per-user cap and for revoking them all), and a purge index
+//! the sweeper walks from its start instead of scanning every token.
+
+use latchkey_client::UserStatus;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::{abort, decode, keys, NewEvent, Store, StoreError, Tx, TxResult, UserRecord};
+
+const TOKENS: &str = "selector_token";
+
+/// A reset token as stored. The verifier itself is never stored, only its SHA-256.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Whose password the token resets.
+    pub user_id: u64,
+    /// SHA-256 of the verifier.
+    pub verifier_hash: [u8; 32],
+    /// The user's credential epoch when the token was issued; a later password change makes
+    /// the token invalid.
+    pub credential_epoch: u64,
+    /// Issue time (Unix seconds).
+    pub issued_at: u64,
+    /// Expiry time (Unix seconds).
+    pub expires_at: u64,
+    /// When it was used, if it was. A used token is kept until `purge_at` so a second click
+    /// can be told "already used" rather than "invalid".
+    pub used_at: Option<u64>,
+    /// When the sweeper deletes the record.
+    pub purge_at: u64,
+}
+
+/// A token the service has generated, ready to store.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    /// The random selector, the record's key.
+    pub selector: [u8; 16],
+    /// The record to store.
+    pub record: TokenRecord,
+}
+
+/// What a presented token amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenState {
+    /// Can be used now, until the expiry time.
+    Valid {
+        /// The user it belongs to.
+        user_id: u64,
+        /// When it expires.
+        expires_at: u64,
+    },
+    /// Was valid but has expired.
+    Expired,
+    /// Was used already.
+    Used,
+    /// Unknown, tampered with, revoked, or from before a password change.
+    Invalid,
+}
+
+impl TokenRecord {
+    /// Judges this record against a presented verifier hash, the owner's current record and
+    /// the time. The hash comparison is constant-time.
+    fn state(&self, verifier_hash: &[u8; 32], user: Option<&UserRecord>, now: u64) -> TokenState {
+        if !bool::from(self.verifier_hash.ct_eq(verifier_hash)) {
+            return TokenState::Invalid;
+        }
+        let Some(user) = user else {
+            return TokenState::Invalid;
+        };
+        if user.credential_epoch != self.credential_epoch && self.used_at.is_none() {
+            return TokenState::Invalid;
+        }
+        if self.used_at.is_some() {
+            return TokenState::Used;
+        }
+        if user.status != UserStatus::Active {
+            return TokenState::Invalid;
+        }
+        if now >= self.expires_at {
+            return TokenState::Expired;
+        }
+        TokenState::Valid {
+            user_id: self.user_id,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// Reads a user's list of live selectors (16 bytes each, oldest first).
+fn selectors(bytes: Option<sled::IVec>) -> Vec<[u8; 16]> {
+    bytes
+        .map(|b| {
+            b.chunks_exact(16)
+                .filter_map(|c| <[u8; 16]>::try_from(c).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Tx<'_> {
+    /// Deletes every token of a user except `keep`, and the user's list.
+    pub(super) fn revoke_user_tokens(&self, user_id: u64, keep: Option<[u8; 16]>) -> TxResult<()> {
+        let key = keys::user(user_id);
+        for selector in selectors(self.user_tokens.get(key)?) {
+            if Some(selector) == keep {
+                continue;
+            }
+            self.remove_token(&selector)?;
+        }
+        self.user_tokens.remove(&key)?;
+        Ok(())
+    }
+
+    /// Deletes one token record and its purge index entry.
+    fn remove_token(&self, selector: &[u8; 16]) -> TxResult<()> {
+        if let Some(record) = Tx::get::<TokenRecord>(self.tokens, TOKENS, selector)? {
+            self.token_expiry
+                .remove(keys::expiry(record.purge_at, selector))?;
+        }
+        self.tokens.remove(selector.as_slice())?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Stores a newly issued token for an active user whose epoch is still the token's,
+    /// revoking the user's oldest tokens beyond `max_live`, with the reset mail and the event,
+    /// all in one transaction. Durable on return. `Stale` if the user changed meanwhile.
+    pub async fn issue_token(
+        &self,
+        token: &IssuedToken,
+        max_live: usize,
+        mail: Option<&[u8]>,
+        event: NewEvent,
+    ) -> Result<(), StoreError> {
+        let event = self.new_event(event)?;
+        let mail = self.prepare_mail(mail, token.record.issued_at)?;
+        let user_key = keys::user(token.record.user_id);
+        self.transact(|tx| {
+            let user = tx.user(token.record.user_id)?;
+            match &user {
+                Some(u) if u.credential_epoch == token.record.credential_epoch && u.status == UserStatus::Active => {}
+                _ => return abort(StoreError::Stale),
+            }
+            // Keep only tokens that can still be used, then make room for the new one.
+            let mut live = Vec::new();
+            for selector in selectors(tx.user_tokens.get(user_key)?) {
+                match Tx::get::<TokenRecord>(tx.tokens, TOKENS, &selector)? {
+                    Some(t) if t.used_at.is_none() && t.expires_at > token.record.issued_at => {
+                        live.push(selector)
+                    }
+                    _ => {}
+                }
+            }
+            while live.len() >= max_live.max(1) {
+                let oldest = live.remove(0);
+                tx.remove_token(&oldest)?;
+            }
+            live.push(token.selector);
+            tx.user_tokens.insert(&user_key, live.concat())?;
+            Tx::put(tx.tokens, TOKENS, &token.selector, &token.record)?;
+            tx.token_expiry
+                .insert(keys::expiry(token.record.purge_at, &token.selector), &[])?;
+            if let Some(mail) = &mail {
+                tx.enqueue(mail)?;
+            }
+            tx.append_event(&event)
+        })?;
+        self.durable().await
+    }
+
+    /// Does the store work of [`Store::issue_token`] for a request that issues nothing (an
+    /// unknown or disabled account): the same reads, the same number and size of writes, and
+    /// the same durable flush, against fixed keys of the decoy tree. The reply time then says
+    /// nothing about whether the account exists, and the decoy tree never grows.
+    pub async fn issue_decoy(&self, token: &IssuedToken, mail: &[u8]) -> Result<(), StoreError> {
+        let event = self.new_event(NewEvent {
+            kind: latchkey_client::EventKind::ResetRequested,
+            user_id: None,
+            client_ip: None,
+        })?;
+        let event = super::encode("decoy", &event)?;
+        let mail = self.prepare_mail(Some(mail), token.record.issued_at)?;
+        let record = super::encode(TOKENS, &token.record)?;
+        let sealed = match &mail {
+            Some(m) => super::encode("decoy", m)?,
+            None => Vec::new(),
+        };
+        self.transact(|tx| {
+            tx.decoy.get(b"user")?;
+            let list = tx.decoy.get(b"list")?;
+            tx.decoy.insert(b"list", list.map(|l| l.to_vec()).unwrap_or_else(|| token.selector.to_vec()))?;
+            tx.decoy.insert(b"token", record.as_slice())?;
+            tx.decoy.insert(b"purge", &token.selector)?;
+            tx.decoy.insert(b"mail", sealed.as_slice())?;
+            tx.decoy.insert(b"due", &token.selector)?;
+            tx.decoy.insert(b"event", event.as_slice())?;
+            Ok(())
+        })?;
+        self.durable().await
+    }
+
+    /// Judges a presented token without changing anything.
+    pub fn check_token(
+        &self,
+        selector: &[u8; 16],
+        verifier_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<TokenState, StoreError> {
+        let Some(bytes) = self.inner.trees.tokens.get(selector)? else {
+            return Ok(TokenState::Invalid);
+        };
+        let record: TokenRecord = decode(TOKENS, &bytes)?;
+        let user = self.user(record.user_id)?;
+        Ok(record.state(verifier_hash, user.as_ref(), now))
+    }
+
+    /// Uses a token: in one transaction, checks it again, sets the new password hash, bumps
+    /// the user's epoch, marks the token used, deletes the user's other tokens, queues the
+    /// notice and records the event. Of two racing calls with the same token exactly one
+    /// succeeds: sled runs conflicting transactions one after the other, and the second sees
+    /// the token used. `TokenRejected` if it cannot be used. Durable on return.
+    pub async fn consume_token(
+        &self,
+        selector: &[u8; 16],
+        verifier_hash: &[u8; 32],
+        password_hash: &str,
+        now: u64,
+        event: NewEvent,
+        notice: Option<&[u8]>,
+    ) -> Result<UserRecord, StoreError> {
+        let event = self.new_event(event)?;
+        let notice = self.prepare_mail(notice, now)?;
+        let user = self.transact(|tx| {
+            let Some(mut token) = Tx::get::<TokenRecord>(tx.tokens, TOKENS, selector)? else {
+                return abort(StoreError::TokenRejected);
+            };
+            let Some(mut user) = tx.user(token.user_id)? else {
+                return abort(StoreError::TokenRejected);
+            };
+            if !matches!(token.state(verifier_hash, Some(&user), now), TokenState::Valid { .. }) {
+                return abort(StoreError::TokenRejected);
+            }
+            tx.apply_password(&mut user, password_hash, now)?;
+            token.used_at = Some(now);
+            Tx::put(tx.tokens, TOKENS, selector, &token)?;
+            tx.revoke_user_tokens(user.id, Some(*selector))?;
+            let mut event = event.clone();
+            event.user_id = Some(user.id);
+            tx.append_event(&event)?;
+            if let Some(notice) = &notice {
+                tx.enqueue(notice)?;
+            }
+            Ok(user)
+        })?;
+        self.durable().await?;
+        Ok(user)
+    }
+
+    /// Deletes up to `limit` tokens whose purge time has passed, walking the purge index from
+    /// its start. Returns how many went. Not waited on: a lost sweep is repeated.
+    pub fn sweep_tokens(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let end = keys::expiry(now, &[]);
+        let due: Vec<[u8; 16]> = self
+            .inner
+            .trees
+            .token_expiry
+            .range(..end)
+            .take(limit)
+            .filter_map(|kv| kv.ok().and_then(|(k, _)| k.get(8..24)?.try_into().ok()))
+            .collect();
+        for selector in due {
+            self.transact(|tx| {
+                let Some(record) = Tx::get::<TokenRecord>(tx.tokens, TOKENS, &selector)? else {
+                    return Ok(());
+                };
+                if record.purge_at > now {
+                    return Ok(());
+                }
+                tx.remove_token(&selector)?;
+                // Drop it from the owner's list too, if it is still there.
+                let key = keys::user(record.user_id);
+                let list = selectors(tx.user_tokens.get(key)?);
+                if list.contains(&selector) {
+                    let rest: Vec<[u8; 16]> = list.into_iter().filter(|s| *s != selector).collect();
+                    if rest.is_empty() {
+                        tx.user_tokens.remove(&key)?;
+                    } else {
+                        tx.user_tokens.insert(&key, rest.concat())?;
+                    }
+                }
+                Ok(())
+            })?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// How many token records exist (live, used and expired-but-not-purged).
+    pub fn token_count(&self) -> usize {
+        self.inner.trees.tokens.len()
+    }
+}
+

@@ -1,0 +1,413 @@
+//! The foundation's behaviours (issue 2): accounts, the password policy, roles, framing,
+//! shutdown and durability, the CLI and the configuration, each checked against a real daemon.
+
+use std::time::Duration;
+
+use latchkey_client::{ApiError, CallerRole, Error, User, UserStatus};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+
+use crate::util::{
+    another_uid, api_error, assert_api_error, assert_closed_by_daemon, new_user, our_uid, run,
+    Daemon, Setup, LATCHKEY, LATCHKEYD,
+};
+
+/// A password that passes the policy; tests that need one but do not care which use it.
+const PASSWORD: &str = "correct horse battery staple";
+
+#[tokio::test]
+async fn account_round_trip_create_get_find_login_change_disable_enable_delete() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let new_password = "a brand new passphrase";
+
+    let created = client
+        .create_user(latchkey_client::NewUser {
+            email: "  Ada@Example.COM ".into(),
+            name: "Ada Lovelace".into(),
+            password: PASSWORD.into(),
+            role: Some("editor".into()),
+            locale: Some("en_GB".into()),
+        })
+        .await
+        .expect("create_user");
+    assert_eq!(created.email, "ada@example.com");
+    assert_eq!(created.name, "Ada Lovelace");
+    assert_eq!(created.role, "editor");
+    assert_eq!(created.locale.as_deref(), Some("en-GB"));
+    assert_eq!(created.status, UserStatus::Active);
+    assert_eq!(created.credential_epoch, 0);
+
+    assert_eq!(client.get_user(created.id).await.expect("get_user"), created);
+    for variant in ["ada@example.com", "ADA@EXAMPLE.COM", " Ada@Example.com\t", "\nada@EXAMPLE.com  "] {
+        let found = client.find_user(variant).await;
+        assert_eq!(found.expect(variant), created, "find_user({variant:?})");
+    }
+    let logged_in = client.verify_password("ADA@example.com ", PASSWORD, Some("203.0.113.7"));
+    assert_eq!(logged_in.await.expect("verify_password"), created);
+
+    let changed = client
+        .change_password(created.id, PASSWORD, new_password)
+        .await
+        .expect("change_password");
+    assert_eq!(changed.user_id, created.id);
+    assert_eq!(changed.credential_epoch, 1);
+    assert_api_error(
+        client.verify_password("ada@example.com", PASSWORD, None).await,
+        ApiError::InvalidCredentials,
+    );
+    let after_change = client
+        .verify_password("ada@example.com", new_password, None)
+        .await
+        .expect("login with the new password");
+    assert_eq!(after_change.credential_epoch, 1);
+    assert_eq!(client.get_user(created.id).await.expect("get_user").credential_epoch, 1);
+
+    let disabled = client.set_status(created.id, UserStatus::Disabled).await;
+    assert_eq!(disabled.expect("disable").status, UserStatus::Disabled);
+    assert_api_error(
+        client.verify_password("ada@example.com", new_password, None).await,
+        ApiError::InvalidCredentials,
+    );
+    let enabled = client.set_status(created.id, UserStatus::Active).await;
+    assert_eq!(enabled.expect("enable").status, UserStatus::Active);
+    client
+        .verify_password("ada@example.com", new_password, None)
+        .await
+        .expect("login after enabling");
+
+    client.delete_user(created.id).await.expect("delete_user");
+    assert_api_error(client.get_user(created.id).await, ApiError::NotFound);
+    assert_api_error(client.find_user("ada@example.com").await, ApiError::NotFound);
+    assert_api_error(client.delete_user(created.id).await, ApiError::NotFound);
+    assert_api_error(
+        client.verify_password("ada@example.com", new_password, None).await,
+        ApiError::InvalidCredentials,
+    );
+
+    daemon.assert_log_lacks(&[PASSWORD, new_password]);
+}
+
+#[tokio::test]
+async fn duplicate_email_is_refused_whatever_its_case_or_spacing() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    client
+        .create_user(new_user("grace@example.com", PASSWORD))
+        .await
+        .expect("first create_user");
+    for variant in ["grace@example.com", "GRACE@example.com", "  Grace@Example.Com\n"] {
+        assert_api_error(
+            client.create_user(new_user(variant, PASSWORD)).await,
+            ApiError::EmailTaken,
+        );
+    }
+}
+
+#[tokio::test]
+async fn password_length_is_counted_in_code_points_not_bytes() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let weak = |result: Result<User, Error>| {
+        let e = api_error(result);
+        assert!(matches!(e, ApiError::WeakPassword { .. }), "expected: WeakPassword\n     got: {e:?}");
+    };
+    weak(client.create_user(new_user("a@example.com", "seven77")).await);
+    weak(client.create_user(new_user("b@example.com", &"x".repeat(257))).await);
+    // 257 two-byte characters are 514 bytes, under the byte cap: only the character count
+    // refuses them.
+    weak(client.create_user(new_user("c@example.com", &"é".repeat(257))).await);
+
+    // 256 two-byte characters are 512 bytes and exactly the limit.
+    let long = "é".repeat(256);
+    let user = client
+        .create_user(new_user("d@example.com", &long))
+        .await
+        .expect("256 characters are allowed");
+    let same = client.verify_password("d@example.com", &long, None).await;
+    assert_eq!(same.expect("login with 256 characters").id, user.id);
+}
+
+#[tokio::test]
+async fn nfkc_equivalent_password_logs_in() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    // Full-width letters and digits, as an East Asian keyboard may type them.
+    let full_width = "ｐａｓｓ１２３４５６７８";
+    let user = client
+        .create_user(new_user("kana@example.com", full_width))
+        .await
+        .expect("create_user");
+    for typed in ["pass12345678", full_width] {
+        let same = client.verify_password("kana@example.com", typed, None).await;
+        assert_eq!(same.expect(typed).id, user.id, "login with {typed:?}");
+    }
+    assert_api_error(
+        client.verify_password("kana@example.com", "pass12345679", None).await,
+        ApiError::InvalidCredentials,
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_unknown_email_and_disabled_account_are_indistinguishable() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let user = client
+        .create_user(new_user("alan@example.com", PASSWORD))
+        .await
+        .expect("create_user");
+    client
+        .create_user(new_user("off@example.com", PASSWORD))
+        .await
+        .and(client.set_status(user.id + 1, UserStatus::Disabled).await)
+        .expect("create and disable off@example.com");
+
+    for (what, email, password) in [
+        ("wrong password", "alan@example.com", "not the password"),
+        ("unknown email", "nobody@example.com", PASSWORD),
+        ("disabled account", "off@example.com", PASSWORD),
+        ("implausible email", "not an address", PASSWORD),
+    ] {
+        let result = client.verify_password(email, password, None).await;
+        assert_eq!(
+            result.as_ref().map_err(Error::api).err(),
+            Some(Some(&ApiError::InvalidCredentials)),
+            "{what}: expected Err(Api(InvalidCredentials)), got {result:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn peer_without_a_role_is_disconnected() {
+    let daemon = Setup::new()
+        .toml(&format!(
+            "[auth]\nadmin_uids = [{}]\napp_uids = []\napp_gids = []\n",
+            another_uid()
+        ))
+        .start()
+        .await;
+    let refusals = || daemon.log().matches("refused connection").count();
+    let before = refusals();
+    let client = daemon.client().await;
+    match client.health().await {
+        Err(Error::Rpc(_)) => {}
+        other => panic!("expected: Err(Rpc(_)), the connection closed\n     got: {other:?}"),
+    }
+    assert!(
+        refusals() > before,
+        "expected a \"refused connection\" line for our uid {} in the log:\n{}",
+        our_uid(),
+        daemon.log()
+    );
+}
+
+#[tokio::test]
+async fn app_caller_cannot_use_admin_methods() {
+    let daemon = Setup::new()
+        .toml(&format!(
+            "[auth]\nadmin_uids = [{}]\napp_uids = [{}]\n",
+            another_uid(),
+            our_uid()
+        ))
+        .start()
+        .await;
+    let client = daemon.client().await;
+    let health = client.health().await.expect("health");
+    assert_eq!(health.caller_role, CallerRole::App);
+    let user = client
+        .create_user(new_user("app@example.com", PASSWORD))
+        .await
+        .expect("apps may create users");
+
+    assert_api_error(
+        client.set_status(user.id, UserStatus::Disabled).await,
+        ApiError::Forbidden,
+    );
+    assert_api_error(client.delete_user(user.id).await, ApiError::Forbidden);
+    assert_eq!(client.get_user(user.id).await.expect("get_user"), user);
+}
+
+/// Sends `bytes` on a raw connection and checks that the daemon closes that connection while
+/// a well-behaved client on another connection is served before and after.
+async fn assert_bad_frame_closes_only_its_connection(bytes: &[u8]) {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    client.health().await.expect("health before the bad frame");
+
+    let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+    raw.write_all(bytes).await.expect("write the bad frame");
+    assert_closed_by_daemon(&mut raw).await;
+
+    client.health().await.expect("health after the bad frame");
+    let fresh = daemon.client().await;
+    fresh.health().await.expect("health on a new connection");
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_only_that_connection() {
+    // A length prefix claiming 1 MiB, over the default 64 KiB limit.
+    assert_bad_frame_closes_only_its_connection(&(1u32 << 20).to_be_bytes()).await;
+}
+
+#[tokio::test]
+async fn malformed_frame_closes_only_that_connection() {
+    let garbage = b"{this is not json";
+    let mut frame = u32::try_from(garbage.len()).expect("short").to_be_bytes().to_vec();
+    frame.extend_from_slice(garbage);
+    assert_bad_frame_closes_only_its_connection(&frame).await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_calls_in_flight() {
+    let mut daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    // Each create costs an argon2 hash and they queue behind the hashing limit, so most are
+    // still running or waiting when the signal arrives.
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .create_user(new_user(&format!("inflight{i}@example.com"), PASSWORD))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let status = daemon.terminate().await;
+
+    let mut created = Vec::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        let result = call.await.expect("the call task panicked");
+        created.push(result.unwrap_or_else(|e| panic!("call {i} in flight at SIGTERM: {e:?}")));
+    }
+    assert!(status.success(), "latchkeyd exited with {status} on SIGTERM");
+
+    daemon.restart().await;
+    let client = daemon.client().await;
+    for user in created {
+        assert_eq!(client.get_user(user.id).await.expect("get_user after restart"), user);
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_kill_9() {
+    let mut daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let mut created = Vec::new();
+    for i in 0..3 {
+        let user = client.create_user(new_user(&format!("crash{i}@example.com"), PASSWORD));
+        created.push(user.await.expect("create_user"));
+    }
+    let disabled = client.set_status(created[0].id, UserStatus::Disabled).await;
+    created[0] = disabled.expect("set_status");
+    daemon.kill9().await;
+
+    daemon.restart().await;
+    assert!(daemon.data_dir().join("db").is_dir(), "the store is in the data directory");
+    let client = daemon.client().await;
+    for user in created {
+        assert_eq!(client.get_user(user.id).await.expect("get_user after kill -9"), user);
+    }
+}
+
+#[tokio::test]
+async fn cli_manages_users_without_passwords_in_argv_or_log() {
+    let daemon = Daemon::start().await;
+    let cli_password = "stdin only, never argv";
+
+    let added = daemon
+        .cli(
+            &["user", "add", "Ada@Example.com", "--name", "Ada", "--password-stdin"],
+            Some(&format!("{cli_password}\n")),
+        )
+        .await;
+    added
+        .assert_success()
+        .assert_stdout_contains("ada@example.com (Ada) role=user status=active epoch=0");
+    let client = daemon.client().await;
+    let user = client
+        .verify_password("ada@example.com", cli_password, None)
+        .await
+        .expect("the CLI-created user logs in with the password from stdin");
+    let id = user.id.to_string();
+
+    let line = format!("user {id} ada@example.com (Ada) role=user status=active epoch=0");
+    let shown = daemon.cli(&["user", "show", " ADA@example.com"], None).await;
+    shown.assert_success().assert_stdout_contains(&line);
+    daemon.cli(&["user", "show", &id], None).await.assert_success().assert_stdout_contains(&line);
+    let json: User = daemon.cli(&["--json", "user", "show", &id], None).await.assert_success().json();
+    assert_eq!(json, user);
+
+    daemon.cli(&["user", "disable", &id], None).await.assert_success().assert_stdout_contains("status=disabled");
+    let json: User = daemon.cli(&["user", "enable", &id, "--json"], None).await.assert_success().json();
+    assert_eq!(json.status, UserStatus::Active);
+
+    daemon.cli(&["health"], None).await.assert_success().assert_stdout_contains("ok");
+    let health: serde_json::Value = daemon.cli(&["--json", "health"], None).await.assert_success().json();
+    assert_eq!(health["status"], "ok", "health JSON: {health}");
+
+    // A daemon error exits 1 and names its code.
+    let missing = daemon.cli(&["user", "show", "nobody@example.com"], None).await;
+    missing.assert_code(1).assert_stderr_contains("NotFound");
+
+    // Deleting needs confirmation, and with stdin not a terminal only --yes gives it.
+    daemon.cli(&["user", "delete", &id], None).await.assert_code(2).assert_stderr_contains("--yes");
+    client.get_user(user.id).await.expect("the user survives an unconfirmed delete");
+    daemon.cli(&["user", "delete", &id, "--yes"], None).await.assert_success();
+    assert_api_error(client.get_user(user.id).await, ApiError::NotFound);
+
+    // A password on the command line is a usage error, not an option.
+    let refused = daemon.cli(&["user", "add", "eve@example.com", "--password", PASSWORD], None);
+    refused.await.assert_code(2);
+
+    daemon.assert_log_lacks(&[cli_password, PASSWORD]);
+}
+
+#[tokio::test]
+async fn cli_exits_3_with_a_clear_message_when_the_daemon_is_unreachable() {
+    let setup = Setup::new();
+    let socket = setup.dir().join("nobody-listens.sock");
+    let socket = socket.to_str().expect("UTF-8 path");
+    let result = run(LATCHKEY, &["--socket", socket, "health"], None).await;
+    result
+        .assert_code(3)
+        .assert_stderr_contains("cannot reach latchkeyd")
+        .assert_stderr_contains(socket);
+}
+
+#[tokio::test]
+async fn missing_config_file_is_named() {
+    let setup = Setup::new();
+    let missing = setup.dir().join("missing.toml");
+    let missing = missing.to_str().expect("UTF-8 path");
+    let result = run(LATCHKEYD, &["--config", missing], None).await;
+    assert!(!result.status.success(), "expected a failure\n{result}");
+    result.assert_stderr_contains(missing);
+}
+
+#[tokio::test]
+async fn unknown_config_key_is_named() {
+    let setup = Setup::new().toml("[server]\nsocket_mdoe = \"0600\"\n");
+    let config = setup.write_config();
+    let result = run(LATCHKEYD, &["--config", config.to_str().expect("UTF-8")], None).await;
+    assert!(!result.status.success(), "expected a failure\n{result}");
+    result.assert_stderr_contains("socket_mdoe");
+}
+
+#[tokio::test]
+async fn check_config_prints_the_effective_configuration_as_toml() {
+    let setup = Setup::new().toml("[server]\nmax_connections = 7\n");
+    let config = setup.write_config();
+    let args = ["--config", config.to_str().expect("UTF-8"), "--check-config"];
+    let result = run(LATCHKEYD, &args, None).await;
+    result.assert_success();
+    let printed: toml::Table = result
+        .stdout
+        .parse()
+        .unwrap_or_else(|e| panic!("--check-config did not print TOML: {e}\n{result}"));
+    let socket = setup.dir().join("latchkey.sock");
+    assert_eq!(printed["server"]["socket"].as_str(), socket.to_str(), "{result}");
+    assert_eq!(printed["server"]["max_connections"].as_integer(), Some(7), "{result}");
+    assert_eq!(printed["passwords"]["memory_kib"].as_integer(), Some(19456), "{result}");
+}

@@ -1,0 +1,483 @@
+//! The harness every integration test uses: a fresh `latchkeyd` per test, run as the real
+//! binary in its own temporary directory with a cleared environment, plus helpers to run the
+//! `latchkey` CLI and to fail with a readable expected/got.
+//!
+//! ```ignore
+//! let daemon = Daemon::start().await;                        // defaults
+//! let daemon = Setup::new().toml("[auth]\napp_uids = [0]").start().await;
+//! let client = daemon.client().await;
+//! ```
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use latchkey_client::{ApiError, Client, ConnectOptions, Error, NewUser};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// The daemon under test.
+pub const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
+
+/// The command line client under test.
+pub const LATCHKEY: &str = env!("CARGO_BIN_EXE_latchkey");
+
+/// How long the daemon may take to accept connections. Generous: start-up computes an argon2
+/// hash, which takes around a second in an unoptimised build on a busy machine.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the daemon may take to exit after a signal; above its default shutdown grace
+/// period of 30 s, so a daemon that waits out the whole grace period is still seen to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The deadline of every call made by [`Daemon::client`]. Far above the client's default:
+/// hash-bound calls queue behind each other, and tests run in parallel on unoptimised builds.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a one-shot run of a binary ([`run`]) may take before it is killed.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A test's directory and configuration, before the daemon starts.
+pub struct Setup {
+    /// The test's private directory, removed when the test ends.
+    dir: TempDir,
+    /// The configuration to write: the paths inside `dir`, then what the test added.
+    config: toml::Table,
+}
+
+impl Setup {
+    /// A fresh directory and a configuration whose socket and data directory are inside it;
+    /// everything else keeps the daemon's defaults (hashing parameters included: the daemon
+    /// refuses any below the OWASP floor).
+    pub fn new() -> Setup {
+        // A short prefix in the system temp dir keeps the socket path well below the 108-byte
+        // limit of a Unix socket address.
+        let dir = tempfile::Builder::new()
+            .prefix("lk-")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let base = format!(
+            "[server]\nsocket = {:?}\n[store]\ndata_dir = {:?}\n",
+            path_str(&dir.path().join("latchkey.sock")),
+            path_str(&dir.path().join("data")),
+        );
+        let config = base.parse().expect("the base configuration is valid TOML");
+        Setup { dir, config }
+    }
+
+    /// Merges `extra` (TOML) into the configuration; its tables are merged key by key with
+    /// the ones already there, so `[server]` settings can be added next to the socket path.
+    pub fn toml(mut self, extra: &str) -> Setup {
+        let extra: toml::Table = extra
+            .parse()
+            .unwrap_or_else(|e| panic!("test configuration is not valid TOML: {e}\n{extra}"));
+        merge(&mut self.config, extra);
+        self
+    }
+
+    /// The test's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes the configuration file and returns its path.
+    pub fn write_config(&self) -> PathBuf {
+        let path = self.dir().join("latchkeyd.toml");
+        let text = toml::to_string(&self.config).expect("the configuration serialises");
+        std::fs::write(&path, text).expect("cannot write the configuration file");
+        path
+    }
+
+    /// Writes the configuration and starts the daemon on it.
+    pub async fn start(self) -> Daemon {
+        let config_file = self.write_config();
+        let value = |table: &str, key: &str| {
+            let value = self.config.get(table).and_then(|t| t.get(key));
+            PathBuf::from(value.and_then(toml::Value::as_str).unwrap_or_default())
+        };
+        let mut daemon = Daemon {
+            socket: value("server", "socket"),
+            data_dir: value("store", "data_dir"),
+            log_file: self.dir().join("latchkeyd.log"),
+            config_file,
+            child: None,
+            setup: self,
+        };
+        daemon.spawn().await;
+        daemon
+    }
+}
+
+/// Adds `from` to `into`, descending into tables present in both.
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge(old, new),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+/// A path as a string for the TOML file; test paths are always UTF-8.
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// A running `latchkeyd`, killed when dropped. Its log (stdout and stderr, across restarts)
+/// is printed when the test fails.
+pub struct Daemon {
+    /// The test's directory and configuration; the directory lives as long as the daemon.
+    setup: Setup,
+    /// The configuration file the daemon was started with.
+    config_file: PathBuf,
+    /// The daemon's socket.
+    socket: PathBuf,
+    /// The daemon's data directory.
+    data_dir: PathBuf,
+    /// Where the daemon's output goes, appended to on each start.
+    log_file: PathBuf,
+    /// The process, while it runs.
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// A daemon with the default test configuration.
+    pub async fn start() -> Daemon {
+        Setup::new().start().await
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The test's directory.
+    pub fn dir(&self) -> &Path {
+        self.setup.dir()
+    }
+
+    /// Everything the daemon has written so far, over all its runs.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log_file)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A new connection.
+    pub async fn client(&self) -> Client {
+        let options = ConnectOptions {
+            call_timeout: CALL_TIMEOUT,
+            ..ConnectOptions::default()
+        };
+        match Client::connect_with(&self.socket, options).await {
+            Ok(client) => client,
+            Err(e) => panic!("cannot connect to the daemon: {e}\n{}", self.log_dump()),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        let child = self.child.as_ref().expect("the daemon is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pids fit in pid_t");
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child,
+        // so it cannot have been reused by another process.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        self.wait().await
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or power cut would, and waits for it.
+    pub async fn kill9(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("the daemon is running");
+        child.kill().expect("cannot kill the daemon");
+        self.wait().await
+    }
+
+    /// Starts the daemon again on the same directory and configuration, stopping it first
+    /// with SIGTERM if it still runs.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.terminate().await;
+            assert!(status.success(), "latchkeyd exited with {status} on SIGTERM");
+        }
+        self.spawn().await;
+    }
+
+    /// Runs the `latchkey` CLI against this daemon: `latchkey --socket SOCKET ARGS...`.
+    pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut full = vec!["--socket", path_str(&self.socket)];
+        full.extend_from_slice(args);
+        run(LATCHKEY, &full, stdin).await
+    }
+
+    /// Fails, showing the offending log line, if the daemon log contains any of `secrets`.
+    #[track_caller]
+    pub fn assert_log_lacks(&self, secrets: &[&str]) {
+        let log = self.log();
+        for secret in secrets {
+            if let Some(line) = log.lines().find(|line| line.contains(secret)) {
+                panic!("the daemon log contains the secret {secret:?}:\n{line}");
+            }
+        }
+    }
+
+    /// Starts the process and waits until its socket accepts connections.
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the daemon is running already");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .expect("cannot open the daemon log");
+        let child = Command::new(LATCHKEYD)
+            .arg("--config")
+            .arg(&self.config_file)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .current_dir(self.setup.dir())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot duplicate the log file"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot start latchkeyd");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.try_wait() {
+                panic!(
+                    "latchkeyd exited with {status} before accepting connections\n{}",
+                    self.log_dump()
+                );
+            }
+            if UnixStream::connect(&self.socket).await.is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "latchkeyd did not accept connections on {} within {START_TIMEOUT:?}\n{}",
+                    self.socket.display(),
+                    self.log_dump()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit, without blocking the test's runtime.
+    async fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "latchkeyd did not exit within {EXIT_TIMEOUT:?}\n{}",
+                    self.log_dump()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The exit status, if the process has exited.
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        child.try_wait().expect("cannot poll the daemon process")
+    }
+
+    /// The log, framed for a failure message.
+    fn log_dump(&self) -> String {
+        format!(
+            "--- latchkeyd log ({}) ---\n{}--- end of log ---",
+            self.log_file.display(),
+            self.log()
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_dump());
+        }
+    }
+}
+
+/// What a one-shot run of a binary produced.
+pub struct Run {
+    /// The command line, for messages.
+    command: String,
+    /// How it exited.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Fails with the whole run shown unless it exited with `code`.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "expected exit status {code}\n{self}"
+        );
+        self
+    }
+
+    /// Fails unless it exited with status 0.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Run {
+        self.assert_code(0)
+    }
+
+    /// Fails unless stdout contains `text`.
+    #[track_caller]
+    pub fn assert_stdout_contains(&self, text: &str) -> &Run {
+        assert!(
+            self.stdout.contains(text),
+            "expected stdout to contain {text:?}\n{self}"
+        );
+        self
+    }
+
+    /// Fails unless stderr contains `text`.
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, text: &str) -> &Run {
+        assert!(
+            self.stderr.contains(text),
+            "expected stderr to contain {text:?}\n{self}"
+        );
+        self
+    }
+
+    /// Parses stdout as JSON into `T`, failing with the output shown.
+    #[track_caller]
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not the expected JSON: {e}\n{self}"))
+    }
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "command: {}\n status: {}\n--- stdout ---\n{}--- stderr ---\n{}--- end ---",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `program` to completion with a cleared environment (only `PATH` kept), `args`, and
+/// `stdin` as its standard input (or none). Killed after a minute.
+pub async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let command = format!("{program} {}", args.join(" "));
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .await
+            .expect("cannot write to the child's stdin");
+        // Dropping the pipe closes it, so the child sees end-of-file.
+    }
+    let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{command} did not finish within {RUN_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("cannot wait for {command}: {e}"));
+    Run {
+        command,
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Our own effective uid, which the daemon sees as the peer's.
+pub fn our_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A uid that is not ours, for configurations that must not match us.
+pub fn another_uid() -> u32 {
+    our_uid().wrapping_add(1)
+}
+
+/// A `NewUser` with a name derived from the email and the default role and locale.
+pub fn new_user(email: &str, password: &str) -> NewUser {
+    NewUser {
+        email: email.into(),
+        name: email.split('@').next().unwrap_or_default().into(),
+        password: password.into(),
+        role: None,
+        locale: None,
+    }
+}
+
+/// The daemon's typed error from `result`; fails, showing what came instead, if it is not one.
+#[track_caller]
+pub fn api_error<T: fmt::Debug>(result: Result<T, Error>) -> ApiError {
+    match result {
+        Err(Error::Api(e)) => e,
+        other => panic!("expected an error from the daemon\n     got: {other:?}"),
+    }
+}
+
+/// Fails unless `result` is exactly the daemon error `expected`.
+#[track_caller]
+pub fn assert_api_error<T: fmt::Debug>(result: Result<T, Error>, expected: ApiError) {
+    let shown = format!("{result:?}");
+    match result {
+        Err(Error::Api(got)) if got == expected => {}
+        _ => panic!("expected: Err(Api({expected:?}))\n     got: {shown}"),
+    }
+}
+
+/// Waits until the daemon closes `stream`: reading must give end-of-file (or a reset, which
+/// Linux reports instead when the daemon closed with bytes of ours still unread) within 10 s,
+/// and never data.
+pub async fn assert_closed_by_daemon(stream: &mut UnixStream) {
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+    match read {
+        Ok(Ok(0)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(Ok(n)) => panic!(
+            "expected the daemon to close the connection\n     got: {n} bytes: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Ok(Err(e)) => panic!("expected the daemon to close the connection\n     got: {e}"),
+        Err(_) => panic!("expected the daemon to close the connection\n     got: still open after 10 s"),
+    }
+}
