@@ -26,6 +26,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// The event log.
     pub events: EventsConfig,
+    /// Outgoing mail.
+    pub mail: crate::mail::MailConfig,
     /// Logging.
     pub log: LogConfig,
 }

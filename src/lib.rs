@@ -88,15 +88,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store: store.clone(),
         passwords,
         limits: limits::Limits::new(&config.limits),
+        mail_wake: Arc::new(tokio::sync::Notify::new()),
         config,
         started: Instant::now(),
     });
     let background = CancellationToken::new();
     let upkeep = tokio::spawn(maintenance::run(state.clone(), background.clone()));
+    let mailer = tokio::spawn(mail::run(
+        store.clone(),
+        state.config.mail.clone(),
+        state.mail_wake.clone(),
+        background.clone(),
+    ));
     server::run(listener, state, auth, shutdown).await;
     background.cancel();
-    if let Err(e) = upkeep.await {
-        tracing::error!(error = %e, "maintenance task failed");
+    for (name, task) in [("maintenance", upkeep), ("mail sender", mailer)] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "{name} task failed");
+        }
     }
     server::remove_socket(&socket);
     store.flush_now().map_err(store_err)?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use latchkey_client::{
-    ApiError, CallerRole, Event, EventKind, Health, Latchkey, NewUser, PasswordChanged,
+    ApiError, CallerRole, Event, EventKind, Health, Latchkey, MessageState, NewUser, OutboxMessage, PasswordChanged,
     ResetLink, TokenCheck, TokenState, User, UserId, UserRef, UserStatus,
 };
 use tarpc::context::Context;
@@ -29,6 +29,8 @@ pub struct State {
     pub passwords: Passwords,
     /// Rate limits.
     pub limits: Limits,
+    /// Wakes the mail sender when a message is queued or retried.
+    pub mail_wake: Arc<tokio::sync::Notify>,
     /// The configuration the daemon started with.
     pub config: Config,
     /// When the daemon started, for uptime.
@@ -68,9 +70,14 @@ enum Needs {
 
 /// Now, in Unix seconds.
 pub fn now() -> u64 {
+    now_ms() / 1000
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Service {
@@ -181,6 +188,7 @@ impl Service {
                 StoreError::Stale => ApiError::InvalidCredentials,
                 e => e.into(),
             })?;
+        self.state.mail_wake.notify_one();
         Ok(PasswordChanged {
             user_id: updated.id,
             credential_epoch: updated.credential_epoch,
@@ -423,7 +431,8 @@ impl Latchkey for Service {
                     match self.state.store.issue_token(&issued, max_live, Some(&mail), event).await {
                         // The account changed while we worked (password changed, disabled):
                         // the caller still gets the generic answer and may ask again.
-                        Ok(()) | Err(StoreError::Stale) => {}
+                        Ok(()) => self.state.mail_wake.notify_one(),
+                        Err(StoreError::Stale) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -493,6 +502,7 @@ impl Latchkey for Service {
                     StoreError::TokenRejected => ApiError::InvalidToken,
                     e => e.into(),
                 })?;
+            self.state.mail_wake.notify_one();
             Ok(PasswordChanged {
                 user_id: updated.id,
                 credential_epoch: updated.credential_epoch,
@@ -554,5 +564,59 @@ impl Latchkey for Service {
             Ok(self.state.store.events_after(after, page(limit))?)
         })
         .await
+    }
+
+    async fn outbox_list(self, _: Context, after: u64, limit: u32) -> Result<Vec<OutboxMessage>, ApiError> {
+        self.call("outbox_list", Needs::Admin, async {
+            let messages = self.state.store.mail_after(after, page(limit))?;
+            Ok(messages.iter().map(outbox_view).collect())
+        })
+        .await
+    }
+
+    async fn outbox_retry(self, _: Context, id: u64) -> Result<(), ApiError> {
+        self.call("outbox_retry", Needs::Admin, async {
+            self.state.store.mail_retry(id, now_ms()).await?;
+            self.state.mail_wake.notify_one();
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_drop(self, _: Context, id: u64) -> Result<(), ApiError> {
+        self.call("outbox_drop", Needs::Admin, async {
+            self.state.store.mail_drop(id).await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// An outbox message as admins see it: the body stays sealed.
+fn outbox_view(m: &store::OutboxMessage) -> OutboxMessage {
+    let job = MailJob::from_bytes(&m.payload).ok();
+    let (kind, to) = match &job {
+        Some(job) => (
+            match job.kind {
+                MailKind::PasswordReset => "password_reset",
+                MailKind::PasswordChanged => "password_changed",
+            },
+            job.to.clone(),
+        ),
+        None => ("unreadable", String::new()),
+    };
+    let r = &m.record;
+    OutboxMessage {
+        id: r.id,
+        kind: kind.into(),
+        to,
+        state: match r.state {
+            store::OutboxState::Queued => MessageState::Queued,
+            store::OutboxState::Dead => MessageState::Dead,
+        },
+        attempts: r.attempts,
+        created_at: r.created_at,
+        next_attempt_at: (r.state == store::OutboxState::Queued).then(|| r.next_attempt_ms.div_ceil(1000)),
+        last_error: r.last_error.clone(),
     }
 }

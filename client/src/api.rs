@@ -142,6 +142,38 @@ pub enum UserRef {
     Email(String),
 }
 
+/// Where a queued message stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    /// Waiting for its next delivery attempt.
+    Queued,
+    /// Delivery gave up (permanent rejection or too many attempts); retry or drop it.
+    Dead,
+}
+
+/// A message in the outbox, as admins see it. The body (which may hold a reset link) is
+/// never shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    /// The message id.
+    pub id: u64,
+    /// `"password_reset"` or `"password_changed"`.
+    pub kind: String,
+    /// The recipient address.
+    pub to: String,
+    /// Queued or dead.
+    pub state: MessageState,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When it was queued.
+    pub created_at: UnixTime,
+    /// When the next attempt is due (queued messages).
+    pub next_attempt_at: Option<UnixTime>,
+    /// The last delivery error (an SMTP reply or I/O error).
+    pub last_error: Option<String>,
+}
+
 /// What happened, in the event log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -286,6 +318,12 @@ pub trait Latchkey {
     async fn admin_reset_link(user: UserRef, lifetime_secs: Option<u64>) -> Result<ResetLink, ApiError>;
     /// Events after the cursor `after` (0 for the start), oldest first, at most `limit` (admin).
     async fn events(after: u64, limit: u32) -> Result<Vec<Event>, ApiError>;
+    /// Outbox messages with ids above `after`, at most `limit` (admin).
+    async fn outbox_list(after: u64, limit: u32) -> Result<Vec<OutboxMessage>, ApiError>;
+    /// Puts a message back in the queue, due now, attempts reset (admin).
+    async fn outbox_retry(id: u64) -> Result<(), ApiError>;
+    /// Deletes a message unsent (admin).
+    async fn outbox_drop(id: u64) -> Result<(), ApiError>;
 }
 
 impl ApiError {

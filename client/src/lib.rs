@@ -467,4 +467,39 @@ impl Client {
     pub async fn events(&self, after: u64, limit: u32) -> Result<Vec<Event>, Error> {
         Ok(self.inner.events(self.context(), after, limit).await??)
     }
+
+    /// Outbox messages with ids above `after`, at most `limit`, capped at 1000 (admin role).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// for m in client.outbox_list(0, 100).await? {
+    ///     println!("{} {} {:?} attempts={} {:?}", m.id, m.to, m.state, m.attempts, m.last_error);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn outbox_list(&self, after: u64, limit: u32) -> Result<Vec<OutboxMessage>, Error> {
+        Ok(self.inner.outbox_list(self.context(), after, limit).await??)
+    }
+
+    /// Puts a message (typically a dead one) back in the queue, due now (admin role).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// client.outbox_retry(42).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn outbox_retry(&self, id: u64) -> Result<(), Error> {
+        Ok(self.inner.outbox_retry(self.context(), id).await??)
+    }
+
+    /// Deletes a message without sending it (admin role).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// client.outbox_drop(42).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn outbox_drop(&self, id: u64) -> Result<(), Error> {
+        Ok(self.inner.outbox_drop(self.context(), id).await??)
+    }
 }

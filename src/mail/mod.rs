@@ -1,6 +1,35 @@
 //! Mail: what the service queues ([`MailJob`]), and the sender that delivers the outbox.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// Mail settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// Directory the `file` transport writes `.eml` files into.
+    pub dir: PathBuf,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            dir: PathBuf::from("latchkey-data/mail"),
+        }
+    }
+}
+
+/// Delivers the outbox until `stop` is cancelled; `wake` is notified when mail is queued.
+pub async fn run(store: Store, config: MailConfig, wake: Arc<Notify>, stop: CancellationToken) {
+    let _ = (store, config, wake);
+    stop.cancelled().await;
+}
 
 /// Which message a job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
