@@ -355,3 +355,67 @@ fn redact(value: &mut toml::Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example")
+    }
+
+    #[test]
+    fn the_example_config_parses_and_documents_the_defaults() {
+        let loaded = Config::load(Some(&example()));
+        let loaded = match loaded {
+            Ok(c) => c,
+            Err(e) => unreachable!("config.toml.example does not load: {e}"),
+        };
+        // The example claims to show every default; hold it to that.
+        assert_eq!(loaded.redacted_toml(), Config::default().redacted_toml());
+    }
+
+    #[test]
+    fn every_default_key_is_in_the_example() {
+        let text = std::fs::read_to_string(example()).unwrap_or_default();
+        let defaults = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Boolean(false));
+        let Some(sections) = defaults.as_table() else {
+            unreachable!("config is a table")
+        };
+        for (section, keys) in sections {
+            assert!(text.contains(&format!("[{section}]")), "section [{section}] missing");
+            for key in keys.as_table().into_iter().flat_map(|t| t.keys()) {
+                let documented = text.lines().any(|l| {
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{key} =")) || l.starts_with(&format!("{key}="))
+                });
+                assert!(documented, "{section}.{key} is not in config.toml.example");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let dir = tempfile::tempdir().ok();
+        let Some(dir) = dir else { unreachable!("tempdir") };
+        let path = dir.path().join("c.toml");
+        let check = |text: &str, needle: &str| {
+            std::fs::write(&path, text).ok();
+            match Config::load(Some(&path)) {
+                Ok(_) => unreachable!("{text:?} was accepted"),
+                Err(e) => assert!(e.to_string().contains(needle), "{e} lacks {needle:?}"),
+            }
+        };
+        check("[server]\nsockett = \"x\"\n", "sockett");
+        check("[passwords]\nmemory_kib = 4096\n", "passwords.memory_kib");
+        check("[passwords]\nmin_chars = 6\n", "passwords.min_chars");
+        check("[reset]\ntoken_lifetime_secs = 90000\n", "reset.token_lifetime_secs");
+        check("[reset]\nlink_template = \"https://x/\"\n", "reset.link_template");
+        check("[server]\nsocket_mode = \"rw\"\n", "server.socket_mode");
+        check("[limits]\nreset_per_ip = { burst = 0, per_secs = 60 }\n", "reset_per_ip");
+        assert!(matches!(
+            Config::load(Some(&dir.path().join("missing.toml"))),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+}
