@@ -293,7 +293,9 @@ impl Config {
         if r.sweep_interval_secs == 0 {
             return Err(value("reset.sweep_interval_secs", "must be at least 1"));
         }
-        self.limits.validate().map_err(|reason| value("limits", &reason))?;
+        self.limits
+            .validate()
+            .map_err(|reason| value("limits", &reason))?;
         self.socket_mode()?;
         let s = &self.server;
         if s.max_connections == 0 || s.max_requests_per_connection == 0 {
@@ -378,12 +380,16 @@ mod tests {
     #[test]
     fn every_default_key_is_in_the_example() {
         let text = std::fs::read_to_string(example()).unwrap_or_default();
-        let defaults = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Boolean(false));
+        let defaults =
+            toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Boolean(false));
         let Some(sections) = defaults.as_table() else {
             unreachable!("config is a table")
         };
         for (section, keys) in sections {
-            assert!(text.contains(&format!("[{section}]")), "section [{section}] missing");
+            assert!(
+                text.contains(&format!("[{section}]")),
+                "section [{section}] missing"
+            );
             for key in keys.as_table().into_iter().flat_map(|t| t.keys()) {
                 let documented = text.lines().any(|l| {
                     let l = l.trim_start_matches(['#', ' ']);
@@ -397,7 +403,9 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused_by_name() {
         let dir = tempfile::tempdir().ok();
-        let Some(dir) = dir else { unreachable!("tempdir") };
+        let Some(dir) = dir else {
+            unreachable!("tempdir")
+        };
         let path = dir.path().join("c.toml");
         let check = |text: &str, needle: &str| {
             std::fs::write(&path, text).ok();
@@ -409,10 +417,19 @@ mod tests {
         check("[server]\nsockett = \"x\"\n", "sockett");
         check("[passwords]\nmemory_kib = 4096\n", "passwords.memory_kib");
         check("[passwords]\nmin_chars = 6\n", "passwords.min_chars");
-        check("[reset]\ntoken_lifetime_secs = 90000\n", "reset.token_lifetime_secs");
-        check("[reset]\nlink_template = \"https://x/\"\n", "reset.link_template");
+        check(
+            "[reset]\ntoken_lifetime_secs = 90000\n",
+            "reset.token_lifetime_secs",
+        );
+        check(
+            "[reset]\nlink_template = \"https://x/\"\n",
+            "reset.link_template",
+        );
         check("[server]\nsocket_mode = \"rw\"\n", "server.socket_mode");
-        check("[limits]\nreset_per_ip = { burst = 0, per_secs = 60 }\n", "reset_per_ip");
+        check(
+            "[limits]\nreset_per_ip = { burst = 0, per_secs = 60 }\n",
+            "reset_per_ip",
+        );
         assert!(matches!(
             Config::load(Some(&dir.path().join("missing.toml"))),
             Err(ConfigError::Missing(_))

@@ -63,11 +63,26 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            reset_per_ip: Rate { burst: 5, per_secs: 900 },
-            reset_per_email: Rate { burst: 1, per_secs: 60 },
-            token_per_ip: Rate { burst: 30, per_secs: 60 },
-            login_per_ip: Rate { burst: 100, per_secs: 300 },
-            login_per_account: Rate { burst: 100, per_secs: 3600 },
+            reset_per_ip: Rate {
+                burst: 5,
+                per_secs: 900,
+            },
+            reset_per_email: Rate {
+                burst: 1,
+                per_secs: 60,
+            },
+            token_per_ip: Rate {
+                burst: 30,
+                per_secs: 60,
+            },
+            login_per_ip: Rate {
+                burst: 100,
+                per_secs: 300,
+            },
+            login_per_account: Rate {
+                burst: 100,
+                per_secs: 3600,
+            },
             max_keys: 1_000_000,
             cleanup_interval_secs: 60,
         }
@@ -79,11 +94,15 @@ impl LimitsConfig {
     pub fn validate(&self) -> Result<(), String> {
         for (name, rate) in self.rates() {
             if rate.quota().is_none() || rate.per_secs == 0 {
-                return Err(format!("limits.{name}: burst and per_secs must be at least 1"));
+                return Err(format!(
+                    "limits.{name}: burst and per_secs must be at least 1"
+                ));
             }
         }
         if self.max_keys == 0 || self.cleanup_interval_secs == 0 {
-            return Err("limits.max_keys and limits.cleanup_interval_secs must be at least 1".into());
+            return Err(
+                "limits.max_keys and limits.cleanup_interval_secs must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -112,7 +131,9 @@ struct Bucket {
 impl Bucket {
     fn new(rate: Rate, max_keys: usize) -> Bucket {
         // validate() ran at config load; the fallback only guards a programming error.
-        let quota = rate.quota().unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN));
+        let quota = rate
+            .quota()
+            .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN));
         Bucket {
             limiter: RateLimiter::keyed(quota),
             max_keys,
@@ -139,7 +160,11 @@ impl Bucket {
         self.limiter.shrink_to_fit();
         let over = self.limiter.len() >= self.max_keys;
         if over {
-            tracing::error!(limiter = name, keys = self.limiter.len(), "rate limiter is full; refusing its calls until keys idle out");
+            tracing::error!(
+                limiter = name,
+                keys = self.limiter.len(),
+                "rate limiter is full; refusing its calls until keys idle out"
+            );
         }
         self.over.store(over, Ordering::Relaxed);
     }
@@ -243,7 +268,10 @@ mod tests {
     #[test]
     fn a_bucket_refuses_past_its_burst_with_a_retry_time() {
         let limits = Limits::new(&LimitsConfig {
-            reset_per_email: Rate { burst: 2, per_secs: 120 },
+            reset_per_email: Rate {
+                burst: 2,
+                per_secs: 120,
+            },
             ..Default::default()
         });
         assert!(limits.reset_request(None, "a@example.com").is_ok());

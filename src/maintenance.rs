@@ -13,7 +13,8 @@ const SWEEP_BATCH: usize = 10_000;
 
 /// Runs the sweeps until `stop` is cancelled.
 pub async fn run(state: Arc<State>, stop: CancellationToken) {
-    let mut sweep = tokio::time::interval(Duration::from_secs(state.config.reset.sweep_interval_secs));
+    let mut sweep =
+        tokio::time::interval(Duration::from_secs(state.config.reset.sweep_interval_secs));
     let mut cleanup = tokio::time::interval(Duration::from_secs(
         state.limits.config().cleanup_interval_secs,
     ));

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use latchkey_client::{
-    ApiError, CallerRole, Event, EventKind, Health, Latchkey, MessageState, NewUser, OutboxMessage, PasswordChanged,
-    ResetLink, TokenCheck, TokenState, User, UserId, UserRef, UserStatus,
+    ApiError, CallerRole, Event, EventKind, Health, Latchkey, MessageState, NewUser, OutboxMessage,
+    PasswordChanged, ResetLink, TokenCheck, TokenState, User, UserId, UserRef, UserStatus,
 };
 use tarpc::context::Context;
 
@@ -14,7 +14,9 @@ use crate::config::{Config, MAX_TOKEN_LIFETIME_SECS};
 use crate::limits::Limits;
 use crate::mail::{MailJob, MailKind};
 use crate::passwords::Passwords;
-use crate::store::{self, IssuedToken, NewEvent, NewUserRecord, Store, StoreError, TokenRecord, UserRecord};
+use crate::store::{
+    self, IssuedToken, NewEvent, NewUserRecord, Store, StoreError, TokenRecord, UserRecord,
+};
 use crate::tokens::RawToken;
 use crate::validate;
 
@@ -131,7 +133,12 @@ impl Service {
     }
 
     /// A fresh token for `user` (or a decoy for nobody), valid for `lifetime` seconds.
-    fn new_token(&self, user: Option<&UserRecord>, lifetime: u64, now: u64) -> (RawToken, IssuedToken) {
+    fn new_token(
+        &self,
+        user: Option<&UserRecord>,
+        lifetime: u64,
+        now: u64,
+    ) -> (RawToken, IssuedToken) {
         let raw = RawToken::generate();
         let expires_at = now + lifetime;
         let issued = IssuedToken {
@@ -232,7 +239,10 @@ impl Latchkey for Service {
             let name = validate::name(&user.name)?;
             let role = validate::role(user.role.as_deref())?;
             let locale = validate::locale(user.locale.as_deref())?;
-            let normalised = self.state.passwords.check_policy(&user.password, Some(&email))?;
+            let normalised = self
+                .state
+                .passwords
+                .check_policy(&user.password, Some(&email))?;
             // Refuse a taken address before paying for a hash; the insert checks again
             // inside its transaction, which is what makes the index unique.
             if self.state.store.user_by_email(&email)?.is_some() {
@@ -295,7 +305,8 @@ impl Latchkey for Service {
             match record {
                 Some(r) if matched && r.status == UserStatus::Active => Ok(r.to_api()),
                 Some(r) => {
-                    let event = NewEvent::user(EventKind::LoginFailed, r.id, ip.map(|i| i.to_string()));
+                    let event =
+                        NewEvent::user(EventKind::LoginFailed, r.id, ip.map(|i| i.to_string()));
                     self.state.store.record_event(event)?;
                     Err(ApiError::InvalidCredentials)
                 }
@@ -333,7 +344,12 @@ impl Latchkey for Service {
         .await
     }
 
-    async fn set_status(self, _: Context, id: UserId, status: UserStatus) -> Result<User, ApiError> {
+    async fn set_status(
+        self,
+        _: Context,
+        id: UserId,
+        status: UserStatus,
+    ) -> Result<User, ApiError> {
         self.call("set_status", Needs::Admin, async {
             let now = now();
             let kind = match status {
@@ -364,7 +380,12 @@ impl Latchkey for Service {
         .await
     }
 
-    async fn list_users(self, _: Context, after: UserId, limit: u32) -> Result<Vec<User>, ApiError> {
+    async fn list_users(
+        self,
+        _: Context,
+        after: UserId,
+        limit: u32,
+    ) -> Result<Vec<User>, ApiError> {
         self.call("list_users", Needs::Admin, async {
             let users = self.state.store.users_after(after, page(limit))?;
             Ok(users.iter().map(UserRecord::to_api).collect())
@@ -426,9 +447,15 @@ impl Latchkey for Service {
             let mail = job.to_bytes();
             match active {
                 Some(user) => {
-                    let event = NewEvent::user(EventKind::ResetRequested, user.id, job.client_ip.clone());
+                    let event =
+                        NewEvent::user(EventKind::ResetRequested, user.id, job.client_ip.clone());
                     let max_live = self.state.config.reset.max_live_tokens;
-                    match self.state.store.issue_token(&issued, max_live, Some(&mail), event).await {
+                    match self
+                        .state
+                        .store
+                        .issue_token(&issued, max_live, Some(&mail), event)
+                        .await
+                    {
                         // The account changed while we worked (password changed, disabled):
                         // the caller still gets the generic answer and may ask again.
                         Ok(()) => self.state.mail_wake.notify_one(),
@@ -458,9 +485,18 @@ impl Latchkey for Service {
                     state: TokenState::Valid,
                     expires_at: Some(expires_at),
                 },
-                store::TokenState::Expired => TokenCheck { state: TokenState::Expired, expires_at: None },
-                store::TokenState::Used => TokenCheck { state: TokenState::Used, expires_at: None },
-                store::TokenState::Invalid => TokenCheck { state: TokenState::Invalid, expires_at: None },
+                store::TokenState::Expired => TokenCheck {
+                    state: TokenState::Expired,
+                    expires_at: None,
+                },
+                store::TokenState::Used => TokenCheck {
+                    state: TokenState::Used,
+                    expires_at: None,
+                },
+                store::TokenState::Invalid => TokenCheck {
+                    state: TokenState::Invalid,
+                    expires_at: None,
+                },
             })
         })
         .await
@@ -486,8 +522,15 @@ impl Latchkey for Service {
             if confirm_password.is_some_and(|c| c != new_password) {
                 return Err(ApiError::PasswordMismatch);
             }
-            let user = self.state.store.user(user_id)?.ok_or(ApiError::InvalidToken)?;
-            let normalised = self.state.passwords.check_policy(&new_password, Some(&user.email))?;
+            let user = self
+                .state
+                .store
+                .user(user_id)?
+                .ok_or(ApiError::InvalidToken)?;
+            let normalised = self
+                .state
+                .passwords
+                .check_policy(&new_password, Some(&user.email))?;
             let hash = self.state.passwords.hash(normalised).await?;
             let now = now();
             let client_ip = ip.map(|i| i.to_string());
@@ -496,7 +539,14 @@ impl Latchkey for Service {
             let updated = self
                 .state
                 .store
-                .consume_token(&raw.selector, &raw.verifier_hash(), &hash, now, event, Some(&notice))
+                .consume_token(
+                    &raw.selector,
+                    &raw.verifier_hash(),
+                    &hash,
+                    now,
+                    event,
+                    Some(&notice),
+                )
                 .await
                 .map_err(|e| match e {
                     StoreError::TokenRejected => ApiError::InvalidToken,
@@ -522,7 +572,10 @@ impl Latchkey for Service {
                 UserRef::Id(id) => self.user_record(id)?,
                 UserRef::Email(email) => {
                     let email = validate::email(&email)?;
-                    self.state.store.user_by_email(&email)?.ok_or(ApiError::NotFound)?
+                    self.state
+                        .store
+                        .user_by_email(&email)?
+                        .ok_or(ApiError::NotFound)?
                 }
             };
             if record.status != UserStatus::Active {
@@ -566,7 +619,12 @@ impl Latchkey for Service {
         .await
     }
 
-    async fn outbox_list(self, _: Context, after: u64, limit: u32) -> Result<Vec<OutboxMessage>, ApiError> {
+    async fn outbox_list(
+        self,
+        _: Context,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<OutboxMessage>, ApiError> {
         self.call("outbox_list", Needs::Admin, async {
             let messages = self.state.store.mail_after(after, page(limit))?;
             Ok(messages.iter().map(outbox_view).collect())
@@ -616,7 +674,8 @@ fn outbox_view(m: &store::OutboxMessage) -> OutboxMessage {
         },
         attempts: r.attempts,
         created_at: r.created_at,
-        next_attempt_at: (r.state == store::OutboxState::Queued).then(|| r.next_attempt_ms.div_ceil(1000)),
+        next_attempt_at: (r.state == store::OutboxState::Queued)
+            .then(|| r.next_attempt_ms.div_ceil(1000)),
         last_error: r.last_error.clone(),
     }
 }

@@ -69,10 +69,13 @@ mod tests {
         let token = RawToken::generate();
         let text = token.encode();
         assert_eq!(text.len(), TOKEN_CHARS);
-        assert!(text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        assert!(text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
         let parsed = RawToken::parse(&text);
-        assert!(parsed.as_ref().is_some_and(|p| p.selector == token.selector
-            && p.verifier_hash() == token.verifier_hash()));
+        assert!(parsed.as_ref().is_some_and(
+            |p| p.selector == token.selector && p.verifier_hash() == token.verifier_hash()
+        ));
     }
 
     #[test]

@@ -305,7 +305,10 @@ pub trait Latchkey {
         locale: Option<String>,
     ) -> Result<(), ApiError>;
     /// Says whether a token is usable, without using it.
-    async fn check_reset_token(token: String, client_ip: Option<String>) -> Result<TokenCheck, ApiError>;
+    async fn check_reset_token(
+        token: String,
+        client_ip: Option<String>,
+    ) -> Result<TokenCheck, ApiError>;
     /// Uses a token to set a new password; revokes every other token of the user.
     async fn complete_password_reset(
         token: String,
@@ -315,7 +318,10 @@ pub trait Latchkey {
     ) -> Result<PasswordChanged, ApiError>;
     /// Makes a reset link for support staff (admin). `lifetime_secs` defaults to the
     /// configured token lifetime and is capped at 24 hours.
-    async fn admin_reset_link(user: UserRef, lifetime_secs: Option<u64>) -> Result<ResetLink, ApiError>;
+    async fn admin_reset_link(
+        user: UserRef,
+        lifetime_secs: Option<u64>,
+    ) -> Result<ResetLink, ApiError>;
     /// Events after the cursor `after` (0 for the start), oldest first, at most `limit` (admin).
     async fn events(after: u64, limit: u32) -> Result<Vec<Event>, ApiError>;
     /// Outbox messages with ids above `after`, at most `limit` (admin).

@@ -330,7 +330,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn list_users(&self, after: UserId, limit: u32) -> Result<Vec<User>, Error> {
-        Ok(self.inner.list_users(self.context(), after, limit).await??)
+        Ok(self
+            .inner
+            .list_users(self.context(), after, limit)
+            .await??)
     }
 
     /// Sets a password without the current one (admin role). Revokes reset tokens and bumps
@@ -341,7 +344,11 @@ impl Client {
     /// client.set_password(1, "a temporary password for Ada").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn set_password(&self, id: UserId, new_password: &str) -> Result<PasswordChanged, Error> {
+    pub async fn set_password(
+        &self,
+        id: UserId,
+        new_password: &str,
+    ) -> Result<PasswordChanged, Error> {
         Ok(self
             .inner
             .set_password(self.context(), id, new_password.to_owned())
@@ -396,7 +403,11 @@ impl Client {
     ) -> Result<TokenCheck, Error> {
         Ok(self
             .inner
-            .check_reset_token(self.context(), token.to_owned(), client_ip.map(str::to_owned))
+            .check_reset_token(
+                self.context(),
+                token.to_owned(),
+                client_ip.map(str::to_owned),
+            )
             .await??)
     }
 
@@ -478,7 +489,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn outbox_list(&self, after: u64, limit: u32) -> Result<Vec<OutboxMessage>, Error> {
-        Ok(self.inner.outbox_list(self.context(), after, limit).await??)
+        Ok(self
+            .inner
+            .outbox_list(self.context(), after, limit)
+            .await??)
     }
 
     /// Puts a message (typically a dead one) back in the queue, due now (admin role).

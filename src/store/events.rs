@@ -50,7 +50,10 @@ impl Store {
     pub fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
         let event = self.new_event(event)?;
         let bytes = super::encode(EVENTS, &event)?;
-        self.inner.trees.events.insert(keys::user(event.seq), bytes)?;
+        self.inner
+            .trees
+            .events
+            .insert(keys::user(event.seq), bytes)?;
         Ok(())
     }
 

@@ -20,9 +20,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 pub use events::{EventRecord, NewEvent};
@@ -193,7 +191,17 @@ impl Store {
             &t.decoy,
         )
             .transaction(
-                |(users, emails, tokens, user_tokens, token_expiry, outbox, outbox_due, events, decoy)| {
+                |(
+                    users,
+                    emails,
+                    tokens,
+                    user_tokens,
+                    token_expiry,
+                    outbox,
+                    outbox_due,
+                    events,
+                    decoy,
+                )| {
                     body(&Tx {
                         users,
                         emails,

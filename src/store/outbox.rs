@@ -82,7 +82,12 @@ impl Store {
     /// Up to `limit` queued messages whose next attempt is due at `now_ms`, earliest first.
     pub fn due_mail(&self, now_ms: u64, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
         let mut due = Vec::new();
-        for kv in self.inner.trees.outbox_due.range(..keys::due(now_ms, u64::MAX)) {
+        for kv in self
+            .inner
+            .trees
+            .outbox_due
+            .range(..keys::due(now_ms, u64::MAX))
+        {
             if due.len() >= limit {
                 break;
             }
@@ -120,7 +125,12 @@ impl Store {
     /// Messages with ids above `after`, in id order, at most `limit`.
     pub fn mail_after(&self, after: u64, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.inner.trees.outbox.range(keys::user(after.saturating_add(1))..) {
+        for kv in self
+            .inner
+            .trees
+            .outbox
+            .range(keys::user(after.saturating_add(1))..)
+        {
             if out.len() >= limit {
                 break;
             }
@@ -155,7 +165,8 @@ impl Store {
                 return Ok(());
             };
             tx.outbox.remove(&keys::user(id))?;
-            tx.outbox_due.remove(&keys::due(record.next_attempt_ms, id))?;
+            tx.outbox_due
+                .remove(&keys::due(record.next_attempt_ms, id))?;
             Ok(())
         })?;
         self.durable().await
@@ -174,7 +185,8 @@ impl Store {
             else {
                 return abort(StoreError::NotFound);
             };
-            tx.outbox_due.remove(&keys::due(record.next_attempt_ms, id))?;
+            tx.outbox_due
+                .remove(&keys::due(record.next_attempt_ms, id))?;
             record.attempts += 1;
             record.last_error = Some(error.to_owned());
             match retry_at_ms {
@@ -198,7 +210,8 @@ impl Store {
             else {
                 return abort(StoreError::NotFound);
             };
-            tx.outbox_due.remove(&keys::due(record.next_attempt_ms, id))?;
+            tx.outbox_due
+                .remove(&keys::due(record.next_attempt_ms, id))?;
             record.attempts = 0;
             record.state = OutboxState::Queued;
             record.next_attempt_ms = now_ms;
@@ -215,7 +228,8 @@ impl Store {
                 return abort(StoreError::NotFound);
             };
             tx.outbox.remove(&keys::user(id))?;
-            tx.outbox_due.remove(&keys::due(record.next_attempt_ms, id))?;
+            tx.outbox_due
+                .remove(&keys::due(record.next_attempt_ms, id))?;
             Ok(())
         })?;
         self.durable().await

@@ -31,7 +31,8 @@ impl Sealer {
             StoreError::Key(format!("{what} {}: {e}", path.display()))
         };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err("cannot create the directory of", e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| err("cannot create the directory of", e))?;
         }
         let key = match std::fs::read(path) {
             Ok(key) => key,
@@ -66,7 +67,13 @@ impl Sealer {
         let aad = id.to_be_bytes();
         let sealed = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| StoreError::Key("sealing failed".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
@@ -86,7 +93,13 @@ impl Sealer {
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let aad = id.to_be_bytes();
         self.cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| corrupt())
     }
 }

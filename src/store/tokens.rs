@@ -140,7 +140,9 @@ impl Store {
         self.transact(|tx| {
             let user = tx.user(token.record.user_id)?;
             match &user {
-                Some(u) if u.credential_epoch == token.record.credential_epoch && u.status == UserStatus::Active => {}
+                Some(u)
+                    if u.credential_epoch == token.record.credential_epoch
+                        && u.status == UserStatus::Active => {}
                 _ => return abort(StoreError::Stale),
             }
             // Keep only tokens that can still be used, then make room for the new one.
@@ -190,7 +192,11 @@ impl Store {
         self.transact(|tx| {
             tx.decoy.get(b"user")?;
             let list = tx.decoy.get(b"list")?;
-            tx.decoy.insert(b"list", list.map(|l| l.to_vec()).unwrap_or_else(|| token.selector.to_vec()))?;
+            tx.decoy.insert(
+                b"list",
+                list.map(|l| l.to_vec())
+                    .unwrap_or_else(|| token.selector.to_vec()),
+            )?;
             tx.decoy.insert(b"token", record.as_slice())?;
             tx.decoy.insert(b"purge", &token.selector)?;
             tx.decoy.insert(b"mail", sealed.as_slice())?;
@@ -239,7 +245,10 @@ impl Store {
             let Some(mut user) = tx.user(token.user_id)? else {
                 return abort(StoreError::TokenRejected);
             };
-            if !matches!(token.state(verifier_hash, Some(&user), now), TokenState::Valid { .. }) {
+            if !matches!(
+                token.state(verifier_hash, Some(&user), now),
+                TokenState::Valid { .. }
+            ) {
                 return abort(StoreError::TokenRejected);
             }
             tx.apply_password(&mut user, password_hash, now)?;
@@ -304,3 +313,85 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use latchkey_client::EventKind;
+
+    use super::*;
+    use crate::store::NewUserRecord;
+
+    async fn store_with_user() -> (tempfile::TempDir, Store, UserRecord) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("tempdir: {e}"));
+        let store = Store::open(dir.path(), 1 << 20).unwrap_or_else(|e| unreachable!("open: {e}"));
+        let user = store
+            .insert_user(NewUserRecord {
+                email: "sweep@example.com".into(),
+                name: String::new(),
+                role: "user".into(),
+                status: UserStatus::Active,
+                password_hash: "$argon2id$stub".into(),
+                locale: None,
+                created_at: 1,
+            })
+            .await
+            .unwrap_or_else(|e| unreachable!("insert: {e}"));
+        (dir, store, user)
+    }
+
+    fn token(user: &UserRecord, issued_at: u64, purge_at: u64, n: u8) -> IssuedToken {
+        IssuedToken {
+            selector: [n; 16],
+            record: TokenRecord {
+                user_id: user.id,
+                verifier_hash: [n; 32],
+                credential_epoch: user.credential_epoch,
+                issued_at,
+                expires_at: purge_at,
+                used_at: None,
+                purge_at,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sweep_deletes_only_tokens_past_their_purge_time() {
+        let (_dir, store, user) = store_with_user().await;
+        let event = || NewEvent::user(EventKind::ResetRequested, user.id, None);
+        for (n, purge_at) in [(1u8, 100u64), (2, 200), (3, 10_000)] {
+            let t = token(&user, 50, purge_at, n);
+            let issued = store.issue_token(&t, 10, None, event()).await;
+            assert!(issued.is_ok(), "{issued:?}");
+        }
+        assert_eq!(store.token_count(), 3);
+        assert_eq!(store.sweep_tokens(150, 100).ok(), Some(1));
+        assert_eq!(store.sweep_tokens(150, 100).ok(), Some(0));
+        assert_eq!(store.sweep_tokens(5_000, 100).ok(), Some(1));
+        assert_eq!(store.token_count(), 1);
+        let state = store.check_token(&[3; 16], &[3; 32], 60).ok();
+        assert!(matches!(state, Some(TokenState::Valid { .. })), "{state:?}");
+        // The swept tokens are gone from the user's list too: issuing up to the cap again
+        // revokes nothing but what the cap demands.
+        let list = store
+            .inner
+            .trees
+            .user_tokens
+            .get(keys::user(user.id))
+            .ok()
+            .flatten();
+        assert_eq!(list.map(|l| l.len()), Some(16));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_verifier_is_invalid_even_for_a_live_selector() {
+        let (_dir, store, user) = store_with_user().await;
+        let t = token(&user, 50, 10_000, 7);
+        let event = NewEvent::user(EventKind::ResetRequested, user.id, None);
+        assert!(store.issue_token(&t, 3, None, event).await.is_ok());
+        let mut wrong = [7u8; 32];
+        wrong[31] ^= 1;
+        assert_eq!(
+            store.check_token(&[7; 16], &wrong, 60).ok(),
+            Some(TokenState::Invalid)
+        );
+    }
+}

@@ -106,7 +106,8 @@ impl Store {
             if tx.emails.get(keys::email(&record.email))?.is_some() {
                 return abort(StoreError::EmailTaken);
             }
-            tx.emails.insert(keys::email(&record.email), &keys::user(id))?;
+            tx.emails
+                .insert(keys::email(&record.email), &keys::user(id))?;
             tx.put_user(&record)?;
             tx.append_event(&event)
         })?;
