@@ -11,7 +11,7 @@
 //! Unknown emails get the same buckets as known ones, so a `RateLimited` reply says nothing
 //! about whether an account exists.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -204,9 +204,7 @@ impl Limits {
     }
 
     fn key(&self, value: impl Hash) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        value.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(value)
     }
 
     fn check_ip(&self, bucket: &Bucket, ip: Option<IpAddr>) -> Result<(), ApiError> {

@@ -1,6 +1,7 @@
 //! The `latchkeyd` binary: parses the command line, loads the configuration and runs the
 //! daemon until SIGTERM or SIGINT.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,8 +43,11 @@ fn run() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .context("invalid log.level")?;
+    // Colour codes only for a terminal: in a file or the journal they are noise that breaks
+    // grep.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;

@@ -56,10 +56,10 @@ pub enum Error {
     Api(#[from] ApiError),
     /// The call did not complete: connection lost, deadline passed, or the daemon refused the
     /// request before running it (for example too many requests in flight on this connection).
-    #[error("call failed: {0}")]
+    #[error("call failed")]
     Rpc(#[from] tarpc::client::RpcError),
     /// The socket could not be reached.
-    #[error("cannot connect to {path}: {source}")]
+    #[error("cannot connect to {path}")]
     Connect {
         /// The socket path tried.
         path: String,

@@ -128,8 +128,9 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")
 }
 
-/// A running `latchkeyd`, killed when dropped. Its log (stdout and stderr, across restarts)
-/// is printed when the test fails.
+/// A running `latchkeyd`, killed when dropped. When the test fails, the drop prints the
+/// daemon's log (stdout and stderr, across restarts) after the failure message, so failure
+/// messages need not include it.
 pub struct Daemon {
     /// The test's directory and configuration; the directory lives as long as the daemon.
     setup: Setup,
@@ -161,11 +162,6 @@ impl Daemon {
         &self.data_dir
     }
 
-    /// The test's directory.
-    pub fn dir(&self) -> &Path {
-        self.setup.dir()
-    }
-
     /// Everything the daemon has written so far, over all its runs.
     pub fn log(&self) -> String {
         std::fs::read(&self.log_file)
@@ -181,7 +177,7 @@ impl Daemon {
         };
         match Client::connect_with(&self.socket, options).await {
             Ok(client) => client,
-            Err(e) => panic!("cannot connect to the daemon: {e}\n{}", self.log_dump()),
+            Err(e) => panic!("cannot connect to the daemon: {e}"),
         }
     }
 
@@ -192,7 +188,12 @@ impl Daemon {
         // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child,
         // so it cannot have been reused by another process.
         let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(sent, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+        assert_eq!(
+            sent,
+            0,
+            "kill(SIGTERM): {}",
+            std::io::Error::last_os_error()
+        );
         self.wait().await
     }
 
@@ -208,7 +209,10 @@ impl Daemon {
     pub async fn restart(&mut self) {
         if self.child.is_some() {
             let status = self.terminate().await;
-            assert!(status.success(), "latchkeyd exited with {status} on SIGTERM");
+            assert!(
+                status.success(),
+                "latchkeyd exited with {status} on SIGTERM"
+            );
         }
         self.spawn().await;
     }
@@ -254,19 +258,15 @@ impl Daemon {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = self.try_wait() {
-                panic!(
-                    "latchkeyd exited with {status} before accepting connections\n{}",
-                    self.log_dump()
-                );
+                panic!("latchkeyd exited with {status} before accepting connections");
             }
             if UnixStream::connect(&self.socket).await.is_ok() {
                 return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "latchkeyd did not accept connections on {} within {START_TIMEOUT:?}\n{}",
+                    "latchkeyd did not accept connections on {} within {START_TIMEOUT:?}",
                     self.socket.display(),
-                    self.log_dump()
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -282,10 +282,7 @@ impl Daemon {
                 return status;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "latchkeyd did not exit within {EXIT_TIMEOUT:?}\n{}",
-                    self.log_dump()
-                );
+                panic!("latchkeyd did not exit within {EXIT_TIMEOUT:?}");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -478,6 +475,8 @@ pub async fn assert_closed_by_daemon(stream: &mut UnixStream) {
             String::from_utf8_lossy(&buf[..n])
         ),
         Ok(Err(e)) => panic!("expected the daemon to close the connection\n     got: {e}"),
-        Err(_) => panic!("expected the daemon to close the connection\n     got: still open after 10 s"),
+        Err(_) => {
+            panic!("expected the daemon to close the connection\n     got: still open after 10 s")
+        }
     }
 }

@@ -38,8 +38,16 @@ async fn account_round_trip_create_get_find_login_change_disable_enable_delete()
     assert_eq!(created.status, UserStatus::Active);
     assert_eq!(created.credential_epoch, 0);
 
-    assert_eq!(client.get_user(created.id).await.expect("get_user"), created);
-    for variant in ["ada@example.com", "ADA@EXAMPLE.COM", " Ada@Example.com\t", "\nada@EXAMPLE.com  "] {
+    assert_eq!(
+        client.get_user(created.id).await.expect("get_user"),
+        created
+    );
+    for variant in [
+        "ada@example.com",
+        "ADA@EXAMPLE.COM",
+        " Ada@Example.com\t",
+        "\nada@EXAMPLE.com  ",
+    ] {
         let found = client.find_user(variant).await;
         assert_eq!(found.expect(variant), created, "find_user({variant:?})");
     }
@@ -53,7 +61,9 @@ async fn account_round_trip_create_get_find_login_change_disable_enable_delete()
     assert_eq!(changed.user_id, created.id);
     assert_eq!(changed.credential_epoch, 1);
     assert_api_error(
-        client.verify_password("ada@example.com", PASSWORD, None).await,
+        client
+            .verify_password("ada@example.com", PASSWORD, None)
+            .await,
         ApiError::InvalidCredentials,
     );
     let after_change = client
@@ -61,12 +71,21 @@ async fn account_round_trip_create_get_find_login_change_disable_enable_delete()
         .await
         .expect("login with the new password");
     assert_eq!(after_change.credential_epoch, 1);
-    assert_eq!(client.get_user(created.id).await.expect("get_user").credential_epoch, 1);
+    assert_eq!(
+        client
+            .get_user(created.id)
+            .await
+            .expect("get_user")
+            .credential_epoch,
+        1
+    );
 
     let disabled = client.set_status(created.id, UserStatus::Disabled).await;
     assert_eq!(disabled.expect("disable").status, UserStatus::Disabled);
     assert_api_error(
-        client.verify_password("ada@example.com", new_password, None).await,
+        client
+            .verify_password("ada@example.com", new_password, None)
+            .await,
         ApiError::InvalidCredentials,
     );
     let enabled = client.set_status(created.id, UserStatus::Active).await;
@@ -78,10 +97,15 @@ async fn account_round_trip_create_get_find_login_change_disable_enable_delete()
 
     client.delete_user(created.id).await.expect("delete_user");
     assert_api_error(client.get_user(created.id).await, ApiError::NotFound);
-    assert_api_error(client.find_user("ada@example.com").await, ApiError::NotFound);
+    assert_api_error(
+        client.find_user("ada@example.com").await,
+        ApiError::NotFound,
+    );
     assert_api_error(client.delete_user(created.id).await, ApiError::NotFound);
     assert_api_error(
-        client.verify_password("ada@example.com", new_password, None).await,
+        client
+            .verify_password("ada@example.com", new_password, None)
+            .await,
         ApiError::InvalidCredentials,
     );
 
@@ -96,12 +120,30 @@ async fn duplicate_email_is_refused_whatever_its_case_or_spacing() {
         .create_user(new_user("grace@example.com", PASSWORD))
         .await
         .expect("first create_user");
-    for variant in ["grace@example.com", "GRACE@example.com", "  Grace@Example.Com\n"] {
+    for variant in [
+        "grace@example.com",
+        "GRACE@example.com",
+        "  Grace@Example.Com\n",
+    ] {
         assert_api_error(
             client.create_user(new_user(variant, PASSWORD)).await,
             ApiError::EmailTaken,
         );
     }
+
+    // Two creates of one address at the same moment: exactly one wins.
+    let (a, b) = tokio::join!(
+        client.create_user(new_user("twice@example.com", PASSWORD)),
+        client.create_user(new_user("TWICE@example.com", PASSWORD)),
+    );
+    let taken = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Err(Error::Api(ApiError::EmailTaken))))
+        .count();
+    assert!(
+        taken == 1 && (a.is_ok() || b.is_ok()),
+        "expected one Ok and one EmailTaken\n     got: {a:?}\n     and: {b:?}"
+    );
 }
 
 #[tokio::test]
@@ -110,13 +152,28 @@ async fn password_length_is_counted_in_code_points_not_bytes() {
     let client = daemon.client().await;
     let weak = |result: Result<User, Error>| {
         let e = api_error(result);
-        assert!(matches!(e, ApiError::WeakPassword { .. }), "expected: WeakPassword\n     got: {e:?}");
+        assert!(
+            matches!(e, ApiError::WeakPassword { .. }),
+            "expected: WeakPassword\n     got: {e:?}"
+        );
     };
-    weak(client.create_user(new_user("a@example.com", "seven77")).await);
-    weak(client.create_user(new_user("b@example.com", &"x".repeat(257))).await);
+    weak(
+        client
+            .create_user(new_user("a@example.com", "seven77"))
+            .await,
+    );
+    weak(
+        client
+            .create_user(new_user("b@example.com", &"x".repeat(257)))
+            .await,
+    );
     // 257 two-byte characters are 514 bytes, under the byte cap: only the character count
     // refuses them.
-    weak(client.create_user(new_user("c@example.com", &"é".repeat(257))).await);
+    weak(
+        client
+            .create_user(new_user("c@example.com", &"é".repeat(257)))
+            .await,
+    );
 
     // 256 two-byte characters are 512 bytes and exactly the limit.
     let long = "é".repeat(256);
@@ -139,11 +196,15 @@ async fn nfkc_equivalent_password_logs_in() {
         .await
         .expect("create_user");
     for typed in ["pass12345678", full_width] {
-        let same = client.verify_password("kana@example.com", typed, None).await;
+        let same = client
+            .verify_password("kana@example.com", typed, None)
+            .await;
         assert_eq!(same.expect(typed).id, user.id, "login with {typed:?}");
     }
     assert_api_error(
-        client.verify_password("kana@example.com", "pass12345679", None).await,
+        client
+            .verify_password("kana@example.com", "pass12345679", None)
+            .await,
         ApiError::InvalidCredentials,
     );
 }
@@ -156,11 +217,18 @@ async fn wrong_password_unknown_email_and_disabled_account_are_indistinguishable
         .create_user(new_user("alan@example.com", PASSWORD))
         .await
         .expect("create_user");
-    client
+    let off = client
         .create_user(new_user("off@example.com", PASSWORD))
         .await
-        .and(client.set_status(user.id + 1, UserStatus::Disabled).await)
-        .expect("create and disable off@example.com");
+        .expect("create_user");
+    client
+        .set_status(off.id, UserStatus::Disabled)
+        .await
+        .expect("set_status");
+    let right = client
+        .verify_password("alan@example.com", PASSWORD, None)
+        .await;
+    assert_eq!(right.expect("the right password logs in").id, user.id);
 
     for (what, email, password) in [
         ("wrong password", "alan@example.com", "not the password"),
@@ -195,9 +263,8 @@ async fn peer_without_a_role_is_disconnected() {
     }
     assert!(
         refusals() > before,
-        "expected a \"refused connection\" line for our uid {} in the log:\n{}",
-        our_uid(),
-        daemon.log()
+        "expected a \"refused connection\" line for our uid {} in the daemon log",
+        our_uid()
     );
 }
 
@@ -252,17 +319,23 @@ async fn oversized_frame_closes_only_that_connection() {
 #[tokio::test]
 async fn malformed_frame_closes_only_that_connection() {
     let garbage = b"{this is not json";
-    let mut frame = u32::try_from(garbage.len()).expect("short").to_be_bytes().to_vec();
+    let mut frame = u32::try_from(garbage.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
     frame.extend_from_slice(garbage);
     assert_bad_frame_closes_only_its_connection(&frame).await;
 }
 
 #[tokio::test]
 async fn sigterm_finishes_calls_in_flight() {
-    let mut daemon = Daemon::start().await;
+    // One hash at a time: the eight creates queue behind each other for a few hundred
+    // milliseconds, so the signal surely arrives while most of them are running or waiting.
+    let mut daemon = Setup::new()
+        .toml("[passwords]\nmax_concurrent_hashes = 1\n")
+        .start()
+        .await;
     let client = daemon.client().await;
-    // Each create costs an argon2 hash and they queue behind the hashing limit, so most are
-    // still running or waiting when the signal arrives.
     let calls: Vec<_> = (0..8)
         .map(|i| {
             let client = client.clone();
@@ -281,12 +354,25 @@ async fn sigterm_finishes_calls_in_flight() {
         let result = call.await.expect("the call task panicked");
         created.push(result.unwrap_or_else(|e| panic!("call {i} in flight at SIGTERM: {e:?}")));
     }
-    assert!(status.success(), "latchkeyd exited with {status} on SIGTERM");
+    assert!(
+        status.success(),
+        "latchkeyd exited with {status} on SIGTERM"
+    );
+    // Otherwise the test proved nothing: the calls must have finished after shutdown began.
+    let log = daemon.log();
+    let after_signal = log
+        .split_once("shutting down")
+        .map_or(0, |(_, after)| after.matches("\"create_user\"").count());
+    assert!(
+        after_signal > 0,
+        "expected create_user calls to finish after \"shutting down\" in the daemon log"
+    );
 
     daemon.restart().await;
     let client = daemon.client().await;
     for user in created {
-        assert_eq!(client.get_user(user.id).await.expect("get_user after restart"), user);
+        let after_restart = client.get_user(user.id).await;
+        assert_eq!(after_restart.expect("get_user after restart"), user);
     }
 }
 
@@ -304,10 +390,39 @@ async fn acknowledged_writes_survive_kill_9() {
     daemon.kill9().await;
 
     daemon.restart().await;
-    assert!(daemon.data_dir().join("db").is_dir(), "the store is in the data directory");
+    assert!(
+        daemon.data_dir().join("db").is_dir(),
+        "expected the store under the configured data directory"
+    );
     let client = daemon.client().await;
-    for user in created {
-        assert_eq!(client.get_user(user.id).await.expect("get_user after kill -9"), user);
+    for user in &created {
+        let after_crash = client.get_user(user.id).await;
+        assert_eq!(&after_crash.expect("get_user after kill -9"), user);
+    }
+    // Ids are never reused, not even across a crash.
+    let next = client.create_user(new_user("after-crash@example.com", PASSWORD));
+    let next = next.await.expect("create_user after kill -9");
+    assert!(
+        created.iter().all(|user| user.id != next.id),
+        "expected a new id\n     got: {} (ids before the crash: {:?})",
+        next.id,
+        created.iter().map(|u| u.id).collect::<Vec<_>>()
+    );
+}
+
+/// Found while writing these tests: the daemon colours its log with terminal escape codes even
+/// when stderr is a file or the journal, so `outcome="ok"` cannot be grepped for.
+#[tokio::test]
+async fn log_written_to_a_file_has_no_terminal_escape_codes() {
+    let daemon = Daemon::start().await;
+    daemon.client().await.health().await.expect("health");
+    let log = daemon.log();
+    assert!(
+        log.contains("ready"),
+        "expected the start-up line in the daemon log"
+    );
+    if let Some(line) = log.lines().find(|line| line.contains('\x1b')) {
+        panic!("expected plain text in a log that is not a terminal\n     got: {line:?}");
     }
 }
 
@@ -318,7 +433,14 @@ async fn cli_manages_users_without_passwords_in_argv_or_log() {
 
     let added = daemon
         .cli(
-            &["user", "add", "Ada@Example.com", "--name", "Ada", "--password-stdin"],
+            &[
+                "user",
+                "add",
+                "Ada@Example.com",
+                "--name",
+                "Ada",
+                "--password-stdin",
+            ],
             Some(&format!("{cli_password}\n")),
         )
         .await;
@@ -333,32 +455,78 @@ async fn cli_manages_users_without_passwords_in_argv_or_log() {
     let id = user.id.to_string();
 
     let line = format!("user {id} ada@example.com (Ada) role=user status=active epoch=0");
-    let shown = daemon.cli(&["user", "show", " ADA@example.com"], None).await;
+    let shown = daemon
+        .cli(&["user", "show", " ADA@example.com"], None)
+        .await;
     shown.assert_success().assert_stdout_contains(&line);
-    daemon.cli(&["user", "show", &id], None).await.assert_success().assert_stdout_contains(&line);
-    let json: User = daemon.cli(&["--json", "user", "show", &id], None).await.assert_success().json();
+    daemon
+        .cli(&["user", "show", &id], None)
+        .await
+        .assert_success()
+        .assert_stdout_contains(&line);
+    let json: User = daemon
+        .cli(&["--json", "user", "show", &id], None)
+        .await
+        .assert_success()
+        .json();
     assert_eq!(json, user);
 
-    daemon.cli(&["user", "disable", &id], None).await.assert_success().assert_stdout_contains("status=disabled");
-    let json: User = daemon.cli(&["user", "enable", &id, "--json"], None).await.assert_success().json();
+    daemon
+        .cli(&["user", "disable", &id], None)
+        .await
+        .assert_success()
+        .assert_stdout_contains("status=disabled");
+    let json: User = daemon
+        .cli(&["user", "enable", &id, "--json"], None)
+        .await
+        .assert_success()
+        .json();
     assert_eq!(json.status, UserStatus::Active);
 
-    daemon.cli(&["health"], None).await.assert_success().assert_stdout_contains("ok");
-    let health: serde_json::Value = daemon.cli(&["--json", "health"], None).await.assert_success().json();
+    daemon
+        .cli(&["health"], None)
+        .await
+        .assert_success()
+        .assert_stdout_contains("ok");
+    let health: serde_json::Value = daemon
+        .cli(&["--json", "health"], None)
+        .await
+        .assert_success()
+        .json();
     assert_eq!(health["status"], "ok", "health JSON: {health}");
 
     // A daemon error exits 1 and names its code.
-    let missing = daemon.cli(&["user", "show", "nobody@example.com"], None).await;
+    let missing = daemon
+        .cli(&["user", "show", "nobody@example.com"], None)
+        .await;
     missing.assert_code(1).assert_stderr_contains("NotFound");
+    let missing = daemon
+        .cli(&["--json", "user", "show", "nobody@example.com"], None)
+        .await;
+    let error: serde_json::Value = missing.assert_code(1).json();
+    assert_eq!(error["error"], "NotFound", "error JSON: {error}");
 
     // Deleting needs confirmation, and with stdin not a terminal only --yes gives it.
-    daemon.cli(&["user", "delete", &id], None).await.assert_code(2).assert_stderr_contains("--yes");
-    client.get_user(user.id).await.expect("the user survives an unconfirmed delete");
-    daemon.cli(&["user", "delete", &id, "--yes"], None).await.assert_success();
+    daemon
+        .cli(&["user", "delete", &id], None)
+        .await
+        .assert_code(2)
+        .assert_stderr_contains("--yes");
+    client
+        .get_user(user.id)
+        .await
+        .expect("the user survives an unconfirmed delete");
+    daemon
+        .cli(&["user", "delete", &id, "--yes"], None)
+        .await
+        .assert_success();
     assert_api_error(client.get_user(user.id).await, ApiError::NotFound);
 
     // A password on the command line is a usage error, not an option.
-    let refused = daemon.cli(&["user", "add", "eve@example.com", "--password", PASSWORD], None);
+    let refused = daemon.cli(
+        &["user", "add", "eve@example.com", "--password", PASSWORD],
+        None,
+    );
     refused.await.assert_code(2);
 
     daemon.assert_log_lacks(&[cli_password, PASSWORD]);
@@ -390,7 +558,12 @@ async fn missing_config_file_is_named() {
 async fn unknown_config_key_is_named() {
     let setup = Setup::new().toml("[server]\nsocket_mdoe = \"0600\"\n");
     let config = setup.write_config();
-    let result = run(LATCHKEYD, &["--config", config.to_str().expect("UTF-8")], None).await;
+    let result = run(
+        LATCHKEYD,
+        &["--config", config.to_str().expect("UTF-8")],
+        None,
+    )
+    .await;
     assert!(!result.status.success(), "expected a failure\n{result}");
     result.assert_stderr_contains("socket_mdoe");
 }
@@ -399,7 +572,11 @@ async fn unknown_config_key_is_named() {
 async fn check_config_prints_the_effective_configuration_as_toml() {
     let setup = Setup::new().toml("[server]\nmax_connections = 7\n");
     let config = setup.write_config();
-    let args = ["--config", config.to_str().expect("UTF-8"), "--check-config"];
+    let args = [
+        "--config",
+        config.to_str().expect("UTF-8"),
+        "--check-config",
+    ];
     let result = run(LATCHKEYD, &args, None).await;
     result.assert_success();
     let printed: toml::Table = result
@@ -407,7 +584,19 @@ async fn check_config_prints_the_effective_configuration_as_toml() {
         .parse()
         .unwrap_or_else(|e| panic!("--check-config did not print TOML: {e}\n{result}"));
     let socket = setup.dir().join("latchkey.sock");
-    assert_eq!(printed["server"]["socket"].as_str(), socket.to_str(), "{result}");
-    assert_eq!(printed["server"]["max_connections"].as_integer(), Some(7), "{result}");
-    assert_eq!(printed["passwords"]["memory_kib"].as_integer(), Some(19456), "{result}");
+    assert_eq!(
+        printed["server"]["socket"].as_str(),
+        socket.to_str(),
+        "{result}"
+    );
+    assert_eq!(
+        printed["server"]["max_connections"].as_integer(),
+        Some(7),
+        "{result}"
+    );
+    assert_eq!(
+        printed["passwords"]["memory_kib"].as_integer(),
+        Some(19456),
+        "{result}"
+    );
 }

@@ -1,0 +1,7 @@
+//! The integration tests: one binary (`cargo test --test integration`), one module per area of
+//! behaviour, every test against a real daemon started by the harness in `util`.
+
+mod util;
+
+mod foundation;
+mod reset;
