@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     /// On SIGTERM, how long calls in flight may take to finish before the daemon exits anyway.
     pub shutdown_grace_secs: u64,
+    /// Run even as root (normally refused: run as a dedicated user).
+    pub allow_root: bool,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +116,7 @@ impl Default for ServerConfig {
             max_requests_per_connection: 64,
             max_frame_bytes: 64 * 1024,
             shutdown_grace_secs: 30,
+            allow_root: false,
         }
     }
 }

@@ -21,6 +21,9 @@ struct Args {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     check_config: bool,
+    /// Run even as root (refused otherwise; same as server.allow_root = true).
+    #[arg(long)]
+    allow_root: bool,
 }
 
 fn main() -> ExitCode {
@@ -54,13 +57,26 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
         let mut int = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot catch SIGHUP")?;
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
         };
-        latchkeyd::run(config, shutdown).await?;
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                // A reload already pending covers this one too.
+                let _ = reload.try_send(());
+            }
+        });
+        let options = latchkeyd::Options {
+            config,
+            config_path: args.config,
+            allow_root: args.allow_root,
+        };
+        latchkeyd::run(options, shutdown, reloads).await?;
         Ok(())
     })
 }

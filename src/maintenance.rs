@@ -16,7 +16,7 @@ pub async fn run(state: Arc<State>, stop: CancellationToken) {
     let mut sweep =
         tokio::time::interval(Duration::from_secs(state.config.reset.sweep_interval_secs));
     let mut cleanup = tokio::time::interval(Duration::from_secs(
-        state.limits.config().cleanup_interval_secs,
+        state.limits().config().cleanup_interval_secs,
     ));
     loop {
         tokio::select! {
@@ -29,7 +29,7 @@ pub async fn run(state: Arc<State>, stop: CancellationToken) {
                     tracing::error!(error = %e, "sweep task failed");
                 }
             }
-            _ = cleanup.tick() => state.limits.cleanup(),
+            _ = cleanup.tick() => state.limits().cleanup(),
         }
     }
 }
@@ -52,7 +52,8 @@ fn sweep_once(state: &State) {
             }
         }
     }
-    let events = &state.config.events;
+    let live = state.live.load();
+    let events = &live.events;
     let min_at = now.saturating_sub(events.max_age_days.saturating_mul(86400));
     let trimmed = state
         .store

@@ -11,10 +11,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 
@@ -142,6 +144,8 @@ struct Inner {
     permits: Semaphore,
     /// Calls waiting for a permit right now.
     waiting: AtomicUsize,
+    /// Where the time spent waiting for a permit is recorded.
+    wait_times: Histogram,
     /// A hash of a random password, verified against when there is no account, so an unknown
     /// email costs the same argon2 work as a known one.
     dummy_hash: String,
@@ -149,7 +153,12 @@ struct Inner {
 
 impl Passwords {
     /// Builds the hasher; fails on parameters argon2 rejects.
-    pub fn new(policy: &PasswordConfig, concurrency: usize) -> Result<Passwords, HashError> {
+    /// `wait_times` records how long each hash waited for a slot.
+    pub fn new(
+        policy: &PasswordConfig,
+        concurrency: usize,
+        wait_times: Histogram,
+    ) -> Result<Passwords, HashError> {
         let params = Params::new(
             policy.memory_kib,
             policy.iterations,
@@ -170,6 +179,7 @@ impl Passwords {
                 policy: policy.clone(),
                 permits: Semaphore::new(concurrency.max(1)),
                 waiting: AtomicUsize::new(0),
+                wait_times,
                 dummy_hash,
             }),
         })
@@ -258,8 +268,12 @@ impl Passwords {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         self.inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let permit = self.inner.permits.acquire().await;
         self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.inner
+            .wait_times
+            .observe(started.elapsed().as_secs_f64());
         let permit = permit.map_err(|_| HashError::Closed)?;
         let result = tokio::task::spawn_blocking(work).await?;
         drop(permit);
@@ -272,7 +286,7 @@ mod tests {
     use super::*;
 
     fn passwords() -> Passwords {
-        match Passwords::new(&PasswordConfig::default(), 1) {
+        match Passwords::new(&PasswordConfig::default(), 1, Histogram::new([1.0])) {
             Ok(p) => p,
             Err(e) => unreachable!("default parameters are valid: {e}"),
         }

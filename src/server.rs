@@ -52,9 +52,68 @@ pub enum BindError {
     },
 }
 
+/// The socket the daemon serves on.
+pub struct Listening {
+    /// The listener.
+    pub listener: UnixListener,
+    /// The socket file's group: the default app group.
+    pub gid: u32,
+    /// Where the socket is.
+    pub path: PathBuf,
+    /// Whether systemd handed the socket over (then systemd owns the file: it is neither
+    /// bound nor removed here, and its mode and group come from the .socket unit).
+    pub activated: bool,
+}
+
+/// Takes the socket from systemd (`LISTEN_FDS`) when started by a .socket unit, or binds the
+/// configured path otherwise.
+pub async fn listen(config: &Config) -> Result<Listening, BindError> {
+    let io_err = |what, source| BindError::Io {
+        what,
+        path: config.server.socket.clone(),
+        source,
+    };
+    // listen_fds() checks LISTEN_PID, so a variable inherited from a parent is ignored.
+    let fd = sd_notify::listen_fds().ok().and_then(|mut fds| fds.next());
+    let Some(fd) = fd else {
+        let (listener, gid) = bind(config).await?;
+        return Ok(Listening {
+            listener,
+            gid,
+            path: config.server.socket.clone(),
+            activated: false,
+        });
+    };
+    // SAFETY: systemd passes the listening socket as this fd, open and owned by nobody else in
+    // this process; listen_fds() hands each fd out once.
+    let std_listener =
+        unsafe { <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| io_err("cannot set non-blocking mode on the activated socket", e))?;
+    let path = std_listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .unwrap_or_else(|| config.server.socket.clone());
+    let gid = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+        // SAFETY: getegid has no preconditions and cannot fail.
+        .unwrap_or_else(|_| unsafe { libc::getegid() });
+    let listener = UnixListener::from_std(std_listener)
+        .map_err(|e| io_err("cannot use the activated socket", e))?;
+    tracing::info!(socket = %path.display(), "using the socket passed by systemd");
+    Ok(Listening {
+        listener,
+        gid,
+        path,
+        activated: true,
+    })
+}
+
 /// Binds the socket: removes a stale socket file (refusing if a live daemon answers on it),
 /// then sets the configured mode and group. Returns the listener and the socket's group.
-pub async fn bind(config: &Config) -> Result<(UnixListener, u32), BindError> {
+async fn bind(config: &Config) -> Result<(UnixListener, u32), BindError> {
     let path = config.server.socket.as_path();
     let io_err = |what, source| BindError::Io {
         what,

@@ -10,9 +10,12 @@ use latchkey_client::{
 };
 use tarpc::context::Context;
 
-use crate::config::{Config, MAX_TOKEN_LIFETIME_SECS};
+use arc_swap::ArcSwap;
+
+use crate::config::{Config, EventsConfig, ResetConfig, MAX_TOKEN_LIFETIME_SECS};
 use crate::limits::Limits;
 use crate::mail::{MailJob, MailKind};
+use crate::metrics::Metrics;
 use crate::passwords::Passwords;
 use crate::store::{
     self, IssuedToken, NewEvent, NewUserRecord, Store, StoreError, TokenRecord, UserRecord,
@@ -29,14 +32,50 @@ pub struct State {
     pub store: Store,
     /// Policy and hashing.
     pub passwords: Passwords,
-    /// Rate limits.
-    pub limits: Limits,
+    /// The settings that SIGHUP can change while the daemon runs.
+    pub live: ArcSwap<Live>,
     /// Wakes the mail sender when a message is queued or retried.
     pub mail_wake: Arc<tokio::sync::Notify>,
-    /// The configuration the daemon started with.
+    /// Call counts, latencies and levels.
+    pub metrics: Metrics,
+    /// The configuration the daemon started with (the live parts may have changed since:
+    /// read those through [`State::live`]).
     pub config: Config,
     /// When the daemon started, for uptime.
     pub started: Instant,
+}
+
+/// The settings that can change without a restart.
+pub struct Live {
+    /// Token lifetimes, the per-user cap, the link template.
+    pub reset: ResetConfig,
+    /// Event log retention.
+    pub events: EventsConfig,
+    /// The rate limiters, rebuilt when their settings change.
+    pub limits: Arc<Limits>,
+}
+
+impl Live {
+    /// The live part of `config`.
+    pub fn from_config(config: &Config) -> Live {
+        Live {
+            reset: config.reset.clone(),
+            events: config.events.clone(),
+            limits: Arc::new(Limits::new(&config.limits)),
+        }
+    }
+}
+
+impl State {
+    /// The rate limiters in force.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.live.load().limits.clone()
+    }
+
+    /// The reset settings in force.
+    pub fn reset(&self) -> ResetConfig {
+        self.live.load().reset.clone()
+    }
 }
 
 /// Who is on the other end of a connection, from the kernel's peer credentials.
@@ -101,12 +140,14 @@ impl Service {
             Ok(_) => "ok",
             Err(e) => e.code(),
         };
+        let took = started.elapsed();
+        self.state.metrics.call(method, outcome, took);
         tracing::info!(
             method,
             uid = self.peer.uid,
             pid = self.peer.pid,
             outcome,
-            micros = started.elapsed().as_micros() as u64,
+            micros = took.as_micros() as u64,
             "call"
         );
         result
@@ -150,7 +191,7 @@ impl Service {
                 issued_at: now,
                 expires_at,
                 used_at: None,
-                purge_at: expires_at + self.state.config.reset.remember_secs,
+                purge_at: expires_at + self.state.reset().remember_secs,
             },
         };
         (raw, issued)
@@ -159,8 +200,7 @@ impl Service {
     /// The link for a token, from the configured template only.
     fn link(&self, token: &RawToken) -> String {
         self.state
-            .config
-            .reset
+            .reset()
             .link_template
             .replace("{token}", &token.encode())
     }
@@ -295,7 +335,7 @@ impl Latchkey for Service {
             // An implausible address cannot have an account; it gets the same buckets, the
             // same dummy work and the same answer as an unknown one.
             let key = email.trim().to_lowercase();
-            self.state.limits.login(ip, &key)?;
+            self.state.limits().login(ip, &key)?;
             let record = match validate::email(&email) {
                 Ok(email) => self.state.store.user_by_email(&email)?,
                 Err(_) => None,
@@ -325,7 +365,7 @@ impl Latchkey for Service {
     ) -> Result<PasswordChanged, ApiError> {
         self.call("change_password", Needs::App, async {
             let record = self.user_record(id)?;
-            self.state.limits.login(None, &record.email)?;
+            self.state.limits().login(None, &record.email)?;
             let normalised = self
                 .state
                 .passwords
@@ -426,13 +466,13 @@ impl Latchkey for Service {
             let email = validate::email(&email)?;
             let ip = validate::client_ip(client_ip.as_deref())?;
             let locale = validate::locale(locale.as_deref())?;
-            self.state.limits.reset_request(ip, &email)?;
+            self.state.limits().reset_request(ip, &email)?;
             // From here on a known and an unknown address do the same work: one lookup, one
             // token, one sealed mail, one transaction of the same shape, one durable flush.
             let user = self.state.store.user_by_email(&email)?;
             let active = user.as_ref().filter(|u| u.status == UserStatus::Active);
             let now = now();
-            let lifetime = self.state.config.reset.token_lifetime_secs;
+            let lifetime = self.state.reset().token_lifetime_secs;
             let (raw, issued) = self.new_token(active, lifetime, now);
             let job = MailJob {
                 kind: MailKind::PasswordReset,
@@ -449,7 +489,7 @@ impl Latchkey for Service {
                 Some(user) => {
                     let event =
                         NewEvent::user(EventKind::ResetRequested, user.id, job.client_ip.clone());
-                    let max_live = self.state.config.reset.max_live_tokens;
+                    let max_live = self.state.reset().max_live_tokens;
                     match self
                         .state
                         .store
@@ -478,7 +518,7 @@ impl Latchkey for Service {
     ) -> Result<TokenCheck, ApiError> {
         self.call("check_reset_token", Needs::App, async {
             let ip = validate::client_ip(client_ip.as_deref())?;
-            self.state.limits.token_use(ip)?;
+            self.state.limits().token_use(ip)?;
             let (_, state) = self.judge_token(&token)?;
             Ok(match state {
                 store::TokenState::Valid { expires_at, .. } => TokenCheck {
@@ -512,7 +552,7 @@ impl Latchkey for Service {
     ) -> Result<PasswordChanged, ApiError> {
         self.call("complete_password_reset", Needs::App, async {
             let ip = validate::client_ip(client_ip.as_deref())?;
-            self.state.limits.token_use(ip)?;
+            self.state.limits().token_use(ip)?;
             // Check the token before paying for a hash, and again inside the transaction that
             // uses it.
             let (raw, state) = self.judge_token(&token)?;
@@ -584,7 +624,7 @@ impl Latchkey for Service {
                     reason: "the account is disabled; enable it first".into(),
                 });
             }
-            let lifetime = lifetime_secs.unwrap_or(self.state.config.reset.token_lifetime_secs);
+            let lifetime = lifetime_secs.unwrap_or(self.state.reset().token_lifetime_secs);
             if lifetime == 0 || lifetime > MAX_TOKEN_LIFETIME_SECS {
                 return Err(ApiError::InvalidInput {
                     field: "lifetime_secs".into(),
@@ -594,7 +634,7 @@ impl Latchkey for Service {
             let now = now();
             let (raw, issued) = self.new_token(Some(&record), lifetime, now);
             let event = NewEvent::user(EventKind::ResetRequested, record.id, None);
-            let max_live = self.state.config.reset.max_live_tokens;
+            let max_live = self.state.reset().max_live_tokens;
             self.state
                 .store
                 .issue_token(&issued, max_live, None, event)
@@ -637,6 +677,20 @@ impl Latchkey for Service {
             self.state.store.mail_retry(id, now_ms()).await?;
             self.state.mail_wake.notify_one();
             Ok(())
+        })
+        .await
+    }
+
+    async fn metrics(self, _: Context) -> Result<String, ApiError> {
+        self.call("metrics", Needs::Admin, async {
+            let state = self.state.clone();
+            // Reading the outbox levels walks a tree; keep it off the async threads.
+            tokio::task::spawn_blocking(move || state.metrics.render(&state))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "metrics task failed");
+                    ApiError::Unavailable
+                })
         })
         .await
     }

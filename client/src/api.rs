@@ -330,6 +330,8 @@ pub trait Latchkey {
     async fn outbox_retry(id: u64) -> Result<(), ApiError>;
     /// Deletes a message unsent (admin).
     async fn outbox_drop(id: u64) -> Result<(), ApiError>;
+    /// Metrics in the Prometheus text format (admin).
+    async fn metrics() -> Result<String, ApiError>;
 }
 
 impl ApiError {

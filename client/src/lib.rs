@@ -516,4 +516,17 @@ impl Client {
     pub async fn outbox_drop(&self, id: u64) -> Result<(), Error> {
         Ok(self.inner.outbox_drop(self.context(), id).await??)
     }
+
+    /// Metrics in the Prometheus (OpenMetrics) text format (admin role): calls by method and
+    /// outcome with latency histograms, hashing queue and wait, outbox depth, oldest message
+    /// age and dead letters, limiter keys, store size, uptime.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// print!("{}", client.metrics().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn metrics(&self) -> Result<String, Error> {
+        Ok(self.inner.metrics(self.context()).await??)
+    }
 }

@@ -55,6 +55,8 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Print the daemon's metrics in the Prometheus text format (admin role).
+    Metrics,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +126,8 @@ enum Outcome {
         /// Its id.
         deleted: UserId,
     },
+    /// Text printed as it is (already a machine-readable format).
+    Text(String),
 }
 
 fn main() -> ExitCode {
@@ -180,6 +184,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
 async fn execute(command: &Command, client: &Client) -> anyhow::Result<Outcome> {
     let user = match command {
         Command::Health => return Ok(Outcome::Health(client.health().await?)),
+        Command::Metrics => return Ok(Outcome::Text(client.metrics().await?)),
         Command::User(UserCommand::Add(args)) => {
             let password = read_new_password(args)?;
             let new = NewUser {
@@ -287,10 +292,10 @@ fn read_new_password(args: &AddArgs) -> anyhow::Result<String> {
 impl Outcome {
     /// Writes the outcome to stdout, as JSON or as a short line.
     fn print(&self, json: bool) -> anyhow::Result<()> {
-        let text = if json {
-            serde_json::to_string(self).context("cannot encode the result as JSON")?
-        } else {
-            self.to_string()
+        let text = match self {
+            Outcome::Text(text) => text.trim_end().to_owned(),
+            _ if json => serde_json::to_string(self).context("cannot encode the result as JSON")?,
+            _ => self.to_string(),
         };
         write_stdout(&text)
     }
@@ -312,6 +317,7 @@ impl fmt::Display for Outcome {
             ),
             Outcome::User(user) => UserLine(user).fmt(f),
             Outcome::Deleted { deleted } => write!(f, "deleted user {deleted}"),
+            Outcome::Text(text) => f.write_str(text),
         }
     }
 }

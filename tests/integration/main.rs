@@ -5,3 +5,6 @@ mod util;
 
 mod foundation;
 mod reset;
+mod mail;
+mod smtp;
+mod service;

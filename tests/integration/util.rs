@@ -46,6 +46,8 @@ pub struct Setup {
     dir: TempDir,
     /// The configuration to write: the paths inside `dir`, then what the test added.
     config: toml::Table,
+    /// Environment variables for the daemon, besides `PATH`.
+    env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -59,13 +61,26 @@ impl Setup {
             .prefix("lk-")
             .tempdir()
             .expect("cannot create a temporary directory");
+        // CI runs as root, which the daemon refuses unless told; elsewhere the test runs the
+        // daemon as its own ordinary user, as an operator would.
         let base = format!(
-            "[server]\nsocket = {:?}\n[store]\ndata_dir = {:?}\n",
+            "[server]\nsocket = {:?}\nallow_root = {}\n[store]\ndata_dir = {:?}\n",
             path_str(&dir.path().join("latchkey.sock")),
+            our_uid() == 0,
             path_str(&dir.path().join("data")),
         );
         let config = base.parse().expect("the base configuration is valid TOML");
-        Setup { dir, config }
+        Setup {
+            dir,
+            config,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable for the daemon (its environment is otherwise empty).
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// Merges `extra` (TOML) into the configuration; its tables are merged key by key with
@@ -183,18 +198,39 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the daemon to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait().await
+    }
+
+    /// Sends `signal` to the running daemon.
+    pub fn signal(&self, signal: libc::c_int) {
         let child = self.child.as_ref().expect("the daemon is running");
         let pid = libc::pid_t::try_from(child.id()).expect("pids fit in pid_t");
         // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child,
         // so it cannot have been reused by another process.
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        let sent = unsafe { libc::kill(pid, signal) };
         assert_eq!(
             sent,
             0,
-            "kill(SIGTERM): {}",
+            "kill({signal}): {}",
             std::io::Error::last_os_error()
         );
-        self.wait().await
+    }
+
+    /// The configuration file the daemon reads (rewrite it, then send SIGHUP, to reload).
+    pub fn config_file(&self) -> &Path {
+        &self.config_file
+    }
+
+    /// Waits up to 10 s for the log to contain `text`.
+    pub async fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(text) {
+            if Instant::now() > deadline {
+                panic!("the daemon log never showed {text:?}\n{}", self.log_dump());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Kills the daemon with SIGKILL, as a crash or power cut would, and waits for it.
@@ -248,6 +284,7 @@ impl Daemon {
             .arg(&self.config_file)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(self.setup.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.setup.dir())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot duplicate the log file"))
@@ -274,7 +311,7 @@ impl Daemon {
     }
 
     /// Waits for the process to exit, without blocking the test's runtime.
-    async fn wait(&mut self) -> ExitStatus {
+    pub async fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + EXIT_TIMEOUT;
         loop {
             if let Some(status) = self.try_wait() {
