@@ -113,6 +113,38 @@ pub enum PolicyError {
     ContainsEmail,
 }
 
+/// The result of checking a password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The password matched the stored hash.
+    pub matched: bool,
+    /// It matched, and the stored hash is bcrypt or argon2 weaker than configured: store a
+    /// fresh hash of the password.
+    pub rehash: bool,
+}
+
+/// Whether a stored hash is bcrypt.
+fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+}
+
+/// Checks that a hash brought in from elsewhere is one `verify` understands: bcrypt (`$2a$`,
+/// `$2b$`, `$2y$`, cost 4 to 31) or an argon2 PHC string. Returns why not.
+pub fn check_stored_hash(hash: &str) -> Result<(), String> {
+    if is_bcrypt(hash) {
+        return hash
+            .parse::<bcrypt::HashParts>()
+            .map(|_| ())
+            .map_err(|e| format!("not a valid bcrypt hash: {e}"));
+    }
+    match PasswordHash::new(hash) {
+        Ok(parsed) if parsed.algorithm.as_str().starts_with("argon2") => Params::try_from(&parsed)
+            .map(|_| ())
+            .map_err(|e| format!("bad argon2 parameters: {e}")),
+        _ => Err("not a bcrypt ($2a$, $2b$, $2y$) or argon2 PHC hash".into()),
+    }
+}
+
 /// Hashing failed for a reason that is ours, not the caller's.
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -149,6 +181,22 @@ struct Inner {
     /// A hash of a random password, verified against when there is no account, so an unknown
     /// email costs the same argon2 work as a known one.
     dummy_hash: String,
+}
+
+impl Inner {
+    /// Whether an argon2 hash was made with another variant or weaker parameters than ours.
+    fn weaker_than_configured(&self, parsed: &PasswordHash) -> bool {
+        let p = &self.policy;
+        match Params::try_from(parsed) {
+            Ok(params) => {
+                parsed.algorithm.as_str() != "argon2id"
+                    || params.m_cost() < p.memory_kib
+                    || params.t_cost() < p.iterations
+                    || params.p_cost() < p.parallelism
+            }
+            Err(_) => true,
+        }
+    }
 }
 
 impl Passwords {
@@ -232,27 +280,48 @@ impl Passwords {
         .await?
     }
 
+    /// The form of a password that gets hashed (NFKC), without any policy check: for
+    /// rehashing a password that was accepted under an older policy.
+    pub fn normalise(password: &str) -> String {
+        password.nfkc().collect()
+    }
+
     /// Checks `password` against a stored hash, or against the dummy hash when there is none,
-    /// so both cases cost the same. Returns whether it matched (always false without a hash).
-    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, HashError> {
+    /// so both cases cost the same argon2 work. Never matches without a hash.
+    ///
+    /// Stored hashes may be argon2 PHC strings (ours; the NFKC form is checked) or bcrypt
+    /// (`$2a$`, `$2b$`, `$2y$`, imported from other systems; checked against the password as
+    /// given, as the system that made it did). A match says whether the hash should be
+    /// replaced by one with the configured argon2id parameters.
+    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<Verdict, HashError> {
         // Over-long input is not normalised or hashed as given; it is checked against the
         // dummy so the reply takes the usual time and says nothing.
         let oversized = password.len() > self.inner.policy.max_bytes;
-        let candidate: String = if oversized {
+        let candidate = if oversized {
             String::new()
         } else {
-            password.nfkc().collect()
+            password.to_owned()
         };
         let real = stored.filter(|_| !oversized).map(str::to_owned);
         let inner = self.inner.clone();
         self.run(move || {
             let phc = real.as_deref().unwrap_or(&inner.dummy_hash);
+            if is_bcrypt(phc) {
+                let matched = bcrypt::verify(candidate.as_bytes(), phc).unwrap_or(false);
+                return Ok(Verdict {
+                    matched,
+                    rehash: matched,
+                });
+            }
             let parsed = PasswordHash::new(phc).map_err(|e| HashError::Argon2(e.to_string()))?;
-            let ok = inner
+            let normalised = Passwords::normalise(&candidate);
+            let matched = inner
                 .argon2
-                .verify_password(candidate.as_bytes(), &parsed)
-                .is_ok();
-            Ok(ok && real.is_some())
+                .verify_password(normalised.as_bytes(), &parsed)
+                .is_ok()
+                && real.is_some();
+            let rehash = matched && inner.weaker_than_configured(&parsed);
+            Ok(Verdict { matched, rehash })
         })
         .await?
     }
@@ -352,9 +421,63 @@ mod tests {
         };
         let hash = hash.as_deref();
         assert!(hash.is_some_and(|h| h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$")));
-        assert!(matches!(p.verify("pass123456", hash).await, Ok(true)));
-        assert!(matches!(p.verify("pass１２３４５６", hash).await, Ok(true)));
-        assert!(matches!(p.verify("pass123457", hash).await, Ok(false)));
-        assert!(matches!(p.verify("pass123456", None).await, Ok(false)));
+        let yes = Verdict {
+            matched: true,
+            rehash: false,
+        };
+        let no = Verdict {
+            matched: false,
+            rehash: false,
+        };
+        assert_eq!(p.verify("pass123456", hash).await.ok(), Some(yes));
+        assert_eq!(p.verify("pass１２３４５６", hash).await.ok(), Some(yes));
+        assert_eq!(p.verify("pass123457", hash).await.ok(), Some(no));
+        assert_eq!(p.verify("pass123456", None).await.ok(), Some(no));
+    }
+
+    #[tokio::test]
+    async fn bcrypt_and_weak_argon2_hashes_verify_and_ask_for_a_rehash() {
+        let p = passwords();
+        let bcrypt = bcrypt::hash("legacy secret", 4).unwrap_or_default();
+        for prefix in ["$2a$", "$2b$", "$2y$"] {
+            let hash = format!("{prefix}{}", &bcrypt[4..]);
+            assert_eq!(check_stored_hash(&hash), Ok(()));
+            let verdict = p.verify("legacy secret", Some(&hash)).await.ok();
+            assert_eq!(
+                verdict,
+                Some(Verdict {
+                    matched: true,
+                    rehash: true
+                }),
+                "{prefix}"
+            );
+            let verdict = p.verify("legacy secreT", Some(&hash)).await.ok();
+            assert_eq!(
+                verdict,
+                Some(Verdict {
+                    matched: false,
+                    rehash: false
+                })
+            );
+        }
+        // argon2id with less memory than configured.
+        let weak = Params::new(8192, 2, 1, None)
+            .ok()
+            .map(|params| Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+            .and_then(|a| a.hash_password(b"weakly hashed").ok())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert_eq!(check_stored_hash(&weak), Ok(()));
+        let verdict = p.verify("weakly hashed", Some(&weak)).await.ok();
+        assert_eq!(
+            verdict,
+            Some(Verdict {
+                matched: true,
+                rehash: true
+            })
+        );
+        assert!(check_stored_hash("$2b$10$tooshort").is_err());
+        assert!(check_stored_hash("plaintext").is_err());
+        assert!(check_stored_hash("$pbkdf2-sha256$29000$abc$def").is_err());
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use latchkey_client::{
-    ApiError, CallerRole, Event, EventKind, Health, Latchkey, MessageState, NewUser, OutboxMessage,
-    PasswordChanged, ResetLink, TokenCheck, TokenState, User, UserId, UserRef, UserStatus,
+    ApiError, CallerRole, Event, EventKind, Health, ImportOutcome, ImportUser, Latchkey,
+    MessageState, NewUser, OutboxMessage, PasswordChanged, ResetLink, TokenCheck, TokenState, User,
+    UserId, UserRef, UserStatus,
 };
 use tarpc::context::Context;
 
@@ -242,6 +243,58 @@ impl Service {
         })
     }
 
+    /// Replaces a bcrypt or weaker argon2 hash with one at the configured parameters, after
+    /// `password` matched it. A failure is logged and costs the login nothing: the old hash
+    /// still works and the upgrade is tried again at the next login.
+    async fn upgrade_hash(&self, record: &UserRecord, password: &str) {
+        let upgraded = async {
+            let hash = self
+                .state
+                .passwords
+                .hash(Passwords::normalise(password))
+                .await?;
+            self.state
+                .store
+                .rehash(record.id, &record.password_hash, &hash)
+                .await
+                .map_err(ApiError::from)
+        };
+        match upgraded.await {
+            Ok(true) => tracing::info!(user_id = record.id, "password hash upgraded to argon2id"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(user_id = record.id, error = %e, "password hash upgrade failed")
+            }
+        }
+    }
+
+    /// Checks one imported account and turns it into a record to insert.
+    fn import_record(&self, user: ImportUser, now: u64) -> Result<NewUserRecord, ApiError> {
+        let email = validate::email(&user.email)?;
+        crate::passwords::check_stored_hash(&user.password_hash).map_err(|reason| {
+            ApiError::InvalidInput {
+                field: "password_hash".into(),
+                reason,
+            }
+        })?;
+        let created_at = user.created_at.unwrap_or(now);
+        if created_at > now + 86400 {
+            return Err(ApiError::InvalidInput {
+                field: "created_at".into(),
+                reason: "lies in the future".into(),
+            });
+        }
+        Ok(NewUserRecord {
+            email,
+            name: validate::name(&user.name)?,
+            role: validate::role(user.role.as_deref())?,
+            status: user.status.unwrap_or(UserStatus::Active),
+            password_hash: user.password_hash,
+            locale: validate::locale(user.locale.as_deref())?,
+            created_at,
+        })
+    }
+
     /// Judges a presented token text.
     fn judge_token(&self, token: &str) -> Result<(Option<RawToken>, store::TokenState), ApiError> {
         let Some(raw) = RawToken::parse(token.trim()) else {
@@ -341,9 +394,14 @@ impl Latchkey for Service {
                 Err(_) => None,
             };
             let hash = record.as_ref().map(|r| r.password_hash.as_str());
-            let matched = self.state.passwords.verify(&password, hash).await?;
+            let verdict = self.state.passwords.verify(&password, hash).await?;
             match record {
-                Some(r) if matched && r.status == UserStatus::Active => Ok(r.to_api()),
+                Some(r) if verdict.matched && r.status == UserStatus::Active => {
+                    if verdict.rehash {
+                        self.upgrade_hash(&r, &password).await;
+                    }
+                    Ok(r.to_api())
+                }
                 Some(r) => {
                     let event =
                         NewEvent::user(EventKind::LoginFailed, r.id, ip.map(|i| i.to_string()));
@@ -370,12 +428,12 @@ impl Latchkey for Service {
                 .state
                 .passwords
                 .check_policy(&new_password, Some(&record.email))?;
-            let matched = self
+            let verdict = self
                 .state
                 .passwords
                 .verify(&current_password, Some(&record.password_hash))
                 .await?;
-            if !matched || record.status != UserStatus::Active {
+            if !verdict.matched || record.status != UserStatus::Active {
                 return Err(ApiError::InvalidCredentials);
             }
             self.store_new_password(&record, normalised, EventKind::PasswordChanged, None)
@@ -691,6 +749,43 @@ impl Latchkey for Service {
                     tracing::error!(error = %e, "metrics task failed");
                     ApiError::Unavailable
                 })
+        })
+        .await
+    }
+
+    async fn import_users(
+        self,
+        _: Context,
+        users: Vec<ImportUser>,
+    ) -> Result<Vec<ImportOutcome>, ApiError> {
+        self.call("import_users", Needs::Admin, async {
+            if users.len() > MAX_PAGE as usize {
+                return Err(ApiError::InvalidInput {
+                    field: "users".into(),
+                    reason: format!("at most {MAX_PAGE} accounts per call"),
+                });
+            }
+            let now = now();
+            let checked: Vec<Result<NewUserRecord, ApiError>> = users
+                .into_iter()
+                .map(|u| self.import_record(u, now))
+                .collect();
+            let valid: Vec<NewUserRecord> = checked
+                .iter()
+                .filter_map(|c| c.as_ref().ok().cloned())
+                .collect();
+            let mut inserted = self.state.store.insert_users(valid).await?.into_iter();
+            Ok(checked
+                .into_iter()
+                .map(|c| match c {
+                    Err(e) => Err(e),
+                    Ok(_) => match inserted.next() {
+                        Some(Ok(record)) => Ok(record.id),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Err(ApiError::Unavailable),
+                    },
+                })
+                .collect())
         })
         .await
     }

@@ -174,6 +174,35 @@ pub struct OutboxMessage {
     pub last_error: Option<String>,
 }
 
+/// An account brought in from another system by `import_users`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportUser {
+    /// Email address; normalised and unique.
+    pub email: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Role label; `"user"` when absent.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Active unless given.
+    #[serde(default)]
+    pub status: Option<UserStatus>,
+    /// The existing hash: bcrypt (`$2a$`, `$2b$`, `$2y$`) or an argon2 PHC string. It is
+    /// replaced by an argon2id hash with the configured parameters at the first successful
+    /// login.
+    pub password_hash: String,
+    /// Preferred locale for mail.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// When the account was created in the old system (Unix seconds); now when absent.
+    #[serde(default)]
+    pub created_at: Option<UnixTime>,
+}
+
+/// One imported account's outcome: its new id, or why it was skipped.
+pub type ImportOutcome = Result<UserId, ApiError>;
+
 /// What happened, in the event log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -332,6 +361,9 @@ pub trait Latchkey {
     async fn outbox_drop(id: u64) -> Result<(), ApiError>;
     /// Metrics in the Prometheus text format (admin).
     async fn metrics() -> Result<String, ApiError>;
+    /// Imports accounts with existing password hashes (admin); at most 1000 per call. Each
+    /// account succeeds or fails on its own; the outcomes come back in order.
+    async fn import_users(users: Vec<ImportUser>) -> Result<Vec<ImportOutcome>, ApiError>;
 }
 
 impl ApiError {

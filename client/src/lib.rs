@@ -529,4 +529,26 @@ impl Client {
     pub async fn metrics(&self) -> Result<String, Error> {
         Ok(self.inner.metrics(self.context()).await??)
     }
+
+    /// Imports accounts with existing password hashes (admin role), at most 1000 per call
+    /// (and within the frame size). Each outcome is the new id or why that account was
+    /// skipped (`EmailTaken`, `InvalidEmail`, `InvalidInput { field: "password_hash", .. }`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// use latchkey_client::ImportUser;
+    /// let outcomes = client.import_users(vec![ImportUser {
+    ///     email: "ada@example.com".into(),
+    ///     name: "Ada".into(),
+    ///     role: None,
+    ///     status: None,
+    ///     password_hash: "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy".into(),
+    ///     locale: None,
+    ///     created_at: Some(1_600_000_000),
+    /// }]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn import_users(&self, users: Vec<ImportUser>) -> Result<Vec<ImportOutcome>, Error> {
+        Ok(self.inner.import_users(self.context(), users).await??)
+    }
 }

@@ -87,6 +87,26 @@ impl Store {
     /// Adds a user and its email index entry in one transaction; `EmailTaken` if the address
     /// is in use. Durable on return.
     pub async fn insert_user(&self, new: NewUserRecord) -> Result<UserRecord, StoreError> {
+        let mut results = self.insert_users(vec![new]).await?;
+        results.pop().unwrap_or(Err(StoreError::NotFound))
+    }
+
+    /// Adds several users, each in its own transaction (one taken address does not stop the
+    /// others), with one durable flush for the batch. Returns each user's outcome in order.
+    pub async fn insert_users(
+        &self,
+        users: Vec<NewUserRecord>,
+    ) -> Result<Vec<Result<UserRecord, StoreError>>, StoreError> {
+        let mut results = Vec::with_capacity(users.len());
+        for new in users {
+            results.push(self.insert_one(new));
+        }
+        self.durable().await?;
+        Ok(results)
+    }
+
+    /// One user's insert transaction, not yet durable.
+    fn insert_one(&self, new: NewUserRecord) -> Result<UserRecord, StoreError> {
         let id = self.next_id()?;
         let record = UserRecord {
             id,
@@ -111,8 +131,32 @@ impl Store {
             tx.put_user(&record)?;
             tx.append_event(&event)
         })?;
-        self.durable().await?;
         Ok(record)
+    }
+
+    /// Replaces a password hash with an equivalent stronger one (after a login with a bcrypt
+    /// or weaker argon2 hash), if it is still `old_hash`: a password changed meanwhile wins.
+    /// Neither the epoch nor the change time moves, since the password is the same. Durable
+    /// on return. Returns whether it replaced the hash.
+    pub async fn rehash(
+        &self,
+        id: u64,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let replaced = self.transact(|tx| {
+            let Some(mut record) = tx.user(id)? else {
+                return Ok(false);
+            };
+            if record.password_hash != old_hash {
+                return Ok(false);
+            }
+            record.password_hash = new_hash.to_owned();
+            tx.put_user(&record)?;
+            Ok(true)
+        })?;
+        self.durable().await?;
+        Ok(replaced)
     }
 
     /// The user with this id.

@@ -8,3 +8,4 @@ mod reset;
 mod mail;
 mod smtp;
 mod service;
+mod migration;

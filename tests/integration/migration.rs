@@ -1,0 +1,107 @@
+//! Migration from other systems (issue 5): accounts imported with their bcrypt hashes log in
+//! with their old passwords, and their hashes become argon2id at the first login.
+
+use latchkey_client::{ApiError, ImportUser, UserStatus};
+
+use crate::util::{assert_api_error, Daemon};
+
+fn import(email: &str, password_hash: &str) -> ImportUser {
+    ImportUser {
+        email: email.into(),
+        name: "Imported".into(),
+        role: Some("customer".into()),
+        status: None,
+        password_hash: password_hash.into(),
+        locale: None,
+        created_at: Some(1_600_000_000),
+    }
+}
+
+#[tokio::test]
+async fn imported_bcrypt_accounts_log_in_and_are_upgraded_to_argon2id_once() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    // Node's bcryptjs writes $2a$, the bcrypt package $2b$, PHP $2y$: the same algorithm.
+    let hash = bcrypt::hash("old node password", 4).expect("bcrypt");
+    let as_2a = format!("$2a${}", &hash[4..]);
+    let as_2y = format!("$2y${}", &hash[4..]);
+    let mut disabled = import("gone@example.com", &hash);
+    disabled.status = Some(UserStatus::Disabled);
+    let outcomes = client
+        .import_users(vec![
+            import("b@example.com", &hash),
+            import("a@example.com", &as_2a),
+            import(" Y@Example.com ", &as_2y),
+            import("b@example.com", &hash),
+            import("plain@example.com", "hunter2"),
+            import("not an email", &hash),
+            disabled,
+        ])
+        .await
+        .expect("import_users");
+    assert!(outcomes[..3].iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(outcomes[3], Err(ApiError::EmailTaken));
+    assert!(
+        matches!(&outcomes[4], Err(ApiError::InvalidInput { field, .. }) if field == "password_hash"),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[5], Err(ApiError::InvalidEmail));
+    assert!(outcomes[6].is_ok());
+
+    let user = client.find_user("y@example.com").await.expect("find");
+    assert_eq!(
+        (user.role.as_str(), user.created_at),
+        ("customer", 1_600_000_000)
+    );
+    for email in ["a@example.com", "b@example.com", "y@example.com"] {
+        let user = client
+            .verify_password(email, "old node password", None)
+            .await
+            .unwrap_or_else(|e| panic!("{email}: {e}"));
+        assert_eq!(
+            user.credential_epoch, 0,
+            "an upgrade is not a password change"
+        );
+        assert_api_error(
+            client.verify_password(email, "wrong password", None).await,
+            ApiError::InvalidCredentials,
+        );
+    }
+    assert_api_error(
+        client
+            .verify_password("gone@example.com", "old node password", None)
+            .await,
+        ApiError::InvalidCredentials,
+    );
+    daemon.wait_for_log("password hash upgraded").await;
+    let upgrades = |log: &str| log.matches("password hash upgraded").count();
+    let after_first = upgrades(&daemon.log());
+    assert_eq!(after_first, 3, "{}", daemon.log());
+    // The second login checks the new argon2id hash: nothing left to upgrade.
+    client
+        .verify_password("b@example.com", "old node password", None)
+        .await
+        .expect("login after the upgrade");
+    assert_eq!(upgrades(&daemon.log()), 3);
+    daemon.assert_log_lacks(&["old node password", &hash[7..]]);
+}
+
+#[tokio::test]
+async fn an_oversized_import_batch_is_refused_whole() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let hash = bcrypt::hash("x", 4).expect("bcrypt");
+    let too_many: Vec<ImportUser> = (0..1001)
+        .map(|i| import(&format!("u{i}@example.com"), &hash))
+        .collect();
+    match client.import_users(too_many).await {
+        // Either the frame cap or the per-call cap stops it; nothing is imported.
+        Err(latchkey_client::Error::Api(ApiError::InvalidInput { field, .. })) => {
+            assert_eq!(field, "users")
+        }
+        Err(latchkey_client::Error::Rpc(_)) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let client = daemon.client().await;
+    assert_eq!(client.list_users(0, 10).await.expect("list").len(), 0);
+}
