@@ -100,6 +100,8 @@ pub struct ServerConfig {
     pub max_requests_per_connection: usize,
     /// Largest frame accepted; a larger one closes that connection.
     pub max_frame_bytes: usize,
+    /// How long one frame may take to arrive once begun; a slower one closes the connection.
+    pub frame_timeout_secs: u64,
     /// On SIGTERM, how long calls in flight may take to finish before the daemon exits anyway.
     pub shutdown_grace_secs: u64,
     /// Run even as root (normally refused: run as a dedicated user).
@@ -115,6 +117,7 @@ impl Default for ServerConfig {
             max_connections: 256,
             max_requests_per_connection: 64,
             max_frame_bytes: 64 * 1024,
+            frame_timeout_secs: 30,
             shutdown_grace_secs: 30,
             allow_root: false,
         }
@@ -306,6 +309,9 @@ impl Config {
                 "server.max_connections",
                 "connection and request limits must be at least 1",
             ));
+        }
+        if s.frame_timeout_secs == 0 {
+            return Err(value("server.frame_timeout_secs", "must be at least 1"));
         }
         if s.max_frame_bytes < 1024 {
             return Err(value("server.max_frame_bytes", "must be at least 1024"));

@@ -314,7 +314,11 @@ async fn accept_loop(
             },
         };
         let config = &state.config.server;
-        let io = UntilShutdown::new(stream, stop.clone());
+        let io = UntilShutdown::new(
+            stream,
+            stop.clone(),
+            Duration::from_secs(config.frame_timeout_secs),
+        );
         let framed = LengthDelimitedCodec::builder()
             .max_frame_length(config.max_frame_bytes)
             .new_framed(io);
@@ -334,9 +338,14 @@ async fn accept_loop(
     }
 }
 
-/// A stream whose read side reports end-of-file once shutdown starts. tarpc then stops taking
-/// requests from it but still writes the replies of the calls in flight, and closes it when
-/// the last one is written: the graceful part of a graceful shutdown.
+/// A client connection as the codec sees it, with two twists on the read side:
+///
+/// - Once shutdown starts it reports end-of-file. tarpc then stops taking requests but still
+///   writes the replies of the calls in flight, and closes the connection when the last one
+///   is written: the graceful part of a graceful shutdown.
+/// - A frame, once begun, must arrive whole within the frame timeout, or the connection is
+///   closed: a client trickling bytes cannot hold a connection slot for ever. Time between
+///   frames is not limited, so applications may keep idle connections open.
 struct UntilShutdown {
     /// The connection.
     inner: UnixStream,
@@ -344,14 +353,63 @@ struct UntilShutdown {
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Shutdown has started; reads return end-of-file.
     stopped: bool,
+    /// Where the incoming byte stream is in its length-prefixed frames.
+    frame: FrameTracker,
+    /// How long one frame may take to arrive.
+    frame_timeout: Duration,
+    /// The deadline of the frame being received, if one is.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Follows the frame boundaries of the byte stream: a 4-byte big-endian length, then that many
+/// bytes.
+#[derive(Default)]
+struct FrameTracker {
+    /// Header bytes seen of the current frame.
+    header: [u8; 4],
+    /// How many of them.
+    header_len: usize,
+    /// Body bytes still to come.
+    body_left: u64,
+}
+
+impl FrameTracker {
+    /// Whether a frame has begun and not ended.
+    fn in_frame(&self) -> bool {
+        self.header_len > 0 || self.body_left > 0
+    }
+
+    /// Moves past `bytes`.
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
+                self.body_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.header[self.header_len] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            if self.header_len == 4 {
+                self.body_left = u64::from(u32::from_be_bytes(self.header));
+                self.header_len = 0;
+            }
+        }
+    }
 }
 
 impl UntilShutdown {
-    fn new(inner: UnixStream, stop: CancellationToken) -> UntilShutdown {
+    fn new(inner: UnixStream, stop: CancellationToken, frame_timeout: Duration) -> UntilShutdown {
         UntilShutdown {
             inner,
             stop: Box::pin(stop.cancelled_owned()),
             stopped: false,
+            frame: FrameTracker::default(),
+            frame_timeout,
+            deadline: Box::pin(tokio::time::sleep(frame_timeout)),
         }
     }
 }
@@ -368,7 +426,29 @@ impl AsyncRead for UntilShutdown {
         if self.stopped {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let was_in_frame = self.frame.in_frame();
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.frame.advance(&buf.filled()[before..]);
+                if !was_in_frame && this.frame.in_frame() {
+                    let at = tokio::time::Instant::now() + this.frame_timeout;
+                    this.deadline.as_mut().reset(at);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending
+                if this.frame.in_frame() && this.deadline.as_mut().poll(cx).is_ready() =>
+            {
+                tracing::warn!(
+                    timeout_secs = this.frame_timeout.as_secs(),
+                    "closing a connection whose frame did not arrive in time"
+                );
+                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+            }
+            other => other,
+        }
     }
 }
 

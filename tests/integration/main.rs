@@ -9,3 +9,4 @@ mod mail;
 mod smtp;
 mod service;
 mod migration;
+mod robustness;

@@ -1,0 +1,329 @@
+//! Bad input of every kind (issue 7): malformed and hostile frames, huge and odd field values,
+//! slow clients. Each is refused or closed on its own connection; the daemon keeps serving
+//! everyone else and the store does not change.
+
+use std::time::Duration;
+
+use latchkey_client::{
+    ApiError, Client, Event, EventKind, LatchkeyRequest, NewUser, TokenState, User,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::util::{api_error, assert_closed_by_daemon, new_user, Daemon, Setup};
+
+/// A request frame's JSON exactly as the Rust client would send it.
+fn request_json(id: u64, message: LatchkeyRequest) -> String {
+    let request = tarpc::ClientMessage::Request(tarpc::Request {
+        context: tarpc::context::current(),
+        id,
+        message,
+    });
+    serde_json::to_string(&request).expect("requests serialise")
+}
+
+/// `body` behind its 4-byte big-endian length.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one reply frame's JSON, failing if none comes within 10 s.
+async fn read_reply(stream: &mut UnixStream) -> serde_json::Value {
+    let read = async {
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        stream.read_exact(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a reply within 10 s")
+        .expect("a whole reply frame");
+    serde_json::from_slice(&body).expect("the reply is JSON")
+}
+
+/// What the store holds, as seen by an admin: users and events.
+async fn snapshot(client: &Client) -> (Vec<User>, Vec<Event>) {
+    let users = client.list_users(0, 1000).await.expect("list_users");
+    let events = client.events(0, 1000).await.expect("events");
+    (users, events)
+}
+
+#[tokio::test]
+async fn hostile_frames_close_only_their_own_connection_and_change_nothing() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    client
+        .create_user(new_user("bystander@example.com", "bystander password"))
+        .await
+        .expect("create");
+    let before = snapshot(&client).await;
+    let valid = request_json(1, LatchkeyRequest::Health {});
+    let unknown_method = valid.replace("\"Health\"", "\"DropAllTables\"");
+    let wrong_types =
+        request_json(1, LatchkeyRequest::GetUser { id: 1 }).replace("\"id\":1}", "\"id\":\"one\"}");
+    let mut invalid_utf8 = valid.clone().into_bytes();
+    let at = invalid_utf8.len() / 2;
+    invalid_utf8[at] = 0xff;
+    let with_nul = valid.replacen('{', "{\0", 1);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed JSON", frame(b"{\"Request\": {")),
+        ("not an object", frame(b"[1, 2, 3]")),
+        ("empty frame", frame(b"")),
+        ("unknown method", frame(unknown_method.as_bytes())),
+        ("wrong argument type", frame(wrong_types.as_bytes())),
+        (
+            "request id as a string",
+            frame(valid.replace("\"id\":1", "\"id\":\"1\"").as_bytes()),
+        ),
+        ("invalid UTF-8", frame(&invalid_utf8)),
+        ("NUL byte in the JSON", frame(with_nul.as_bytes())),
+        ("a length of 4 GiB", vec![0xff, 0xff, 0xff, 0xff, b'{']),
+    ];
+    for (what, bytes) in cases {
+        let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+        raw.write_all(&bytes).await.expect("write");
+        assert_closed_by_daemon(&mut raw).await;
+        // Everyone else is still served.
+        client
+            .health()
+            .await
+            .unwrap_or_else(|e| panic!("after {what}: {e}"));
+    }
+    // A frame cut off by the client's own disconnect is simply dropped.
+    let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+    let whole = frame(request_json(1, LatchkeyRequest::DeleteUser { id: 1 }).as_bytes());
+    raw.write_all(&whole[..whole.len() / 2])
+        .await
+        .expect("write");
+    drop(raw);
+    client.health().await.expect("after a truncated frame");
+    assert_eq!(snapshot(&client).await, before, "the store changed");
+}
+
+#[tokio::test]
+async fn a_frame_just_under_the_size_cap_is_served_and_one_just_over_is_not() {
+    let daemon = Setup::new()
+        .toml("[server]\nmax_frame_bytes = 4096")
+        .start()
+        .await;
+    let client = daemon.client().await;
+    let body = request_json(7, LatchkeyRequest::Health {});
+    // JSON allows white space anywhere between tokens: pad the frame to exactly the cap.
+    let padded = format!("{body}{}", " ".repeat(4096 - body.len()));
+    assert_eq!(padded.len(), 4096);
+    let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+    raw.write_all(&frame(padded.as_bytes()))
+        .await
+        .expect("write");
+    let reply = read_reply(&mut raw).await;
+    assert_eq!(reply["request_id"], 7, "{reply}");
+    assert_eq!(
+        reply["message"]["Ok"]["Health"]["Ok"]["status"], "ok",
+        "{reply}"
+    );
+    let over = format!("{padded} ");
+    raw.write_all(&frame(over.as_bytes())).await.expect("write");
+    assert_closed_by_daemon(&mut raw).await;
+    client
+        .health()
+        .await
+        .expect("other clients are still served");
+}
+
+#[tokio::test]
+async fn huge_and_odd_field_values_get_typed_errors_and_change_nothing() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let id = client
+        .create_user(new_user("owner@example.com", "owner password 1"))
+        .await
+        .expect("create")
+        .id;
+    let before = snapshot(&client).await;
+    // 20 kB each, so even three in one call stay under the 64 KiB frame cap.
+    let huge = "x".repeat(20_000);
+    let huge_email = format!("{huge}@example.com");
+    let user = |f: &dyn Fn(&mut NewUser)| {
+        let mut u = new_user("fresh@example.com", "a good password");
+        f(&mut u);
+        u
+    };
+    let field = |r: Result<latchkey_client::User, latchkey_client::Error>| match api_error(r) {
+        ApiError::InvalidInput { field, .. } => field,
+        other => panic!("expected InvalidInput, got {other:?}"),
+    };
+    assert_eq!(
+        api_error(
+            client
+                .create_user(user(&|u| u.email = huge_email.clone()))
+                .await
+        ),
+        ApiError::InvalidEmail
+    );
+    assert_eq!(
+        api_error(
+            client
+                .create_user(user(&|u| u.email = "nul\0@example.com".into()))
+                .await
+        ),
+        ApiError::InvalidEmail
+    );
+    assert!(matches!(
+        api_error(
+            client
+                .create_user(user(&|u| u.password = huge.clone()))
+                .await
+        ),
+        ApiError::WeakPassword { .. }
+    ));
+    assert!(matches!(
+        api_error(
+            client
+                .create_user(user(&|u| u.password = "nul\0password".into()))
+                .await
+        ),
+        ApiError::WeakPassword { .. }
+    ));
+    assert_eq!(
+        field(client.create_user(user(&|u| u.name = huge.clone())).await),
+        "name"
+    );
+    assert_eq!(
+        field(
+            client
+                .create_user(user(&|u| u.name = "bell\u{7}".into()))
+                .await
+        ),
+        "name"
+    );
+    assert_eq!(
+        field(
+            client
+                .create_user(user(&|u| u.role = Some(huge.clone())))
+                .await
+        ),
+        "role"
+    );
+    assert_eq!(
+        field(
+            client
+                .create_user(user(&|u| u.locale = Some(huge.clone())))
+                .await
+        ),
+        "locale"
+    );
+    assert_eq!(
+        api_error(client.verify_password(&huge_email, &huge, None).await),
+        ApiError::InvalidCredentials
+    );
+    assert_eq!(
+        api_error(
+            client
+                .verify_password("owner@example.com", &huge, None)
+                .await
+        ),
+        ApiError::InvalidCredentials
+    );
+    assert!(matches!(
+        api_error(
+            client
+                .verify_password("owner@example.com", "x", Some(&huge))
+                .await
+        ),
+        ApiError::InvalidInput { .. }
+    ));
+    assert_eq!(
+        api_error(client.request_password_reset(&huge_email, None, None).await),
+        ApiError::InvalidEmail
+    );
+    assert!(matches!(
+        api_error(
+            client
+                .request_password_reset("owner@example.com", None, Some(&huge))
+                .await
+        ),
+        ApiError::InvalidInput { .. }
+    ));
+    assert_eq!(
+        client
+            .check_reset_token(&huge, None)
+            .await
+            .expect("check")
+            .state,
+        TokenState::Invalid
+    );
+    assert_eq!(
+        api_error(
+            client
+                .complete_password_reset(&huge, &huge, Some(&huge), None)
+                .await
+        ),
+        ApiError::InvalidToken
+    );
+    assert!(matches!(
+        api_error(client.change_password(id, "owner password 1", &huge).await),
+        ApiError::WeakPassword { .. }
+    ));
+    assert_eq!(
+        api_error(client.get_user(u64::MAX).await),
+        ApiError::NotFound
+    );
+    assert_eq!(
+        api_error(client.delete_user(u64::MAX).await),
+        ApiError::NotFound
+    );
+    // The only trace left is the failed login against the real account, which is one.
+    let (users, mut events) = snapshot(&client).await;
+    assert_eq!(users, before.0, "the users changed");
+    let failed = events
+        .iter()
+        .filter(|e| e.kind == EventKind::LoginFailed)
+        .count();
+    assert_eq!(failed, 1);
+    events.retain(|e| e.kind != EventKind::LoginFailed);
+    assert_eq!(events, before.1, "the events changed");
+    client
+        .verify_password("owner@example.com", "owner password 1", None)
+        .await
+        .expect("the owner still logs in");
+}
+
+#[tokio::test]
+async fn a_client_trickling_a_frame_is_cut_off_while_others_are_served() {
+    let daemon = Setup::new()
+        .toml("[server]\nframe_timeout_secs = 2")
+        .start()
+        .await;
+    let client = daemon.client().await;
+    let bytes = frame(request_json(1, LatchkeyRequest::Health {}).as_bytes());
+    let mut slow = UnixStream::connect(daemon.socket()).await.expect("connect");
+    let started = std::time::Instant::now();
+    let mut cut_off = false;
+    for byte in &bytes {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        client.health().await.expect("others are served meanwhile");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    if !cut_off {
+        assert_closed_by_daemon(&mut slow).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(8));
+    daemon.wait_for_log("frame did not arrive in time").await;
+    // Idle time between frames is not limited: a connection quiet for longer than the frame
+    // timeout still works.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    client
+        .health()
+        .await
+        .expect("an idle connection stays open");
+}
