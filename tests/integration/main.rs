@@ -10,3 +10,4 @@ mod smtp;
 mod service;
 mod migration;
 mod robustness;
+mod crash;
