@@ -14,7 +14,7 @@
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -124,9 +124,15 @@ struct Bucket {
     limiter: DefaultKeyedRateLimiter<u64>,
     /// The cap on keys.
     max_keys: usize,
-    /// Set by cleanup when the cap was reached; calls are refused while it is set.
+    /// Set when the cap was reached; calls are refused while it is set.
     over: AtomicBool,
+    /// Calls so far, to look at the key count every [`CAP_CHECK_EVERY`] calls.
+    calls: AtomicU64,
 }
+
+/// How often (in calls) a limiter compares its key count with the cap between cleanups, so
+/// a flood of distinct keys cannot outgrow the cap by more than this many keys.
+const CAP_CHECK_EVERY: u64 = 1024;
 
 impl Bucket {
     fn new(rate: Rate, max_keys: usize) -> Bucket {
@@ -138,10 +144,23 @@ impl Bucket {
             limiter: RateLimiter::keyed(quota),
             max_keys,
             over: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
         }
     }
 
     fn check(&self, key: u64, cleanup_secs: u64) -> Result<(), ApiError> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) % CAP_CHECK_EVERY == CAP_CHECK_EVERY - 1
+            && self.limiter.len() >= self.max_keys
+        {
+            // Drop what has idled out before giving up on new keys.
+            self.limiter.retain_recent();
+            if self.limiter.len() >= self.max_keys && !self.over.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    keys = self.limiter.len(),
+                    "a rate limiter is full; refusing its calls until keys idle out"
+                );
+            }
+        }
         if self.over.load(Ordering::Relaxed) {
             return Err(ApiError::RateLimited {
                 retry_after_secs: cleanup_secs,
@@ -282,6 +301,41 @@ mod tests {
         }
         // Another address has its own bucket.
         assert!(limits.reset_request(None, "b@example.com").is_ok());
+    }
+
+    #[test]
+    fn a_million_distinct_keys_stay_within_the_cap_and_idle_out() {
+        let cap = 100_000;
+        let limits = Limits::new(&LimitsConfig {
+            token_per_ip: Rate {
+                burst: 1,
+                per_secs: 1,
+            },
+            max_keys: cap,
+            ..Default::default()
+        });
+        let mut refused = 0;
+        for i in 0..1_000_000u32 {
+            if limits
+                .token_use(Some(IpAddr::from(i.to_be_bytes())))
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        // The cap is checked every CAP_CHECK_EVERY calls, so it can be passed by that much.
+        let held = limits.token_ip.limiter.len();
+        assert!(held <= cap + CAP_CHECK_EVERY as usize, "{held} keys held");
+        assert!(
+            refused > 800_000,
+            "only {refused} refused: the cap did not engage"
+        );
+        // Once the keys idle out (one second for this quota), cleanup frees them and the
+        // limiter serves again.
+        std::thread::sleep(Duration::from_millis(1100));
+        limits.cleanup();
+        assert_eq!(limits.keys_held(), 0);
+        assert!(limits.token_use(Some(IpAddr::from([192, 0, 2, 1]))).is_ok());
     }
 
     #[test]

@@ -481,3 +481,42 @@ mod tests {
         assert!(check_stored_hash("$pbkdf2-sha256$29000$abc$def").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use unicode_normalization::UnicodeNormalization;
+
+    use super::*;
+
+    fn passwords() -> Passwords {
+        match Passwords::new(&PasswordConfig::default(), 1, Histogram::new([1.0])) {
+            Ok(p) => p,
+            Err(e) => unreachable!("default parameters are valid: {e}"),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_policy_never_panics_and_accepts_only_lengths_in_range(raw in "\\PC{0,300}") {
+            let p = passwords();
+            if let Ok(normal) = p.check_policy(&raw, None) {
+                let chars = normal.chars().count();
+                prop_assert!((8..=256).contains(&chars));
+                prop_assert!(normal.len() <= 1024);
+                // What is hashed is the NFKC form, and normalising it again changes nothing.
+                prop_assert_eq!(normal.nfkc().collect::<String>(), normal.clone());
+                prop_assert_eq!(p.check_policy(&normal, None), Ok(normal));
+            }
+        }
+
+        #[test]
+        fn nothing_is_ever_truncated(len in 257usize..600) {
+            let p = passwords();
+            prop_assert_eq!(
+                p.check_policy(&"q".repeat(len), None),
+                Err(PolicyError::TooLong { max: 256 })
+            );
+        }
+    }
+}

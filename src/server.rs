@@ -478,3 +478,38 @@ pub fn remove_socket(path: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::FrameTracker;
+
+    proptest! {
+        #[test]
+        fn the_frame_tracker_finds_every_boundary_however_the_bytes_are_split(
+            bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..6),
+            cuts in prop::collection::vec(1usize..64, 0..40),
+        ) {
+            let mut stream = Vec::new();
+            let mut ends = Vec::new();
+            for body in &bodies {
+                stream.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                stream.extend_from_slice(body);
+                ends.push(stream.len());
+            }
+            let mut tracker = FrameTracker::default();
+            let mut at = 0;
+            let mut cuts = cuts.into_iter();
+            while at < stream.len() {
+                let step = cuts.next().unwrap_or(stream.len()).min(stream.len() - at);
+                // Feed up to the next boundary at most, so every boundary is observed.
+                let next_end = ends.iter().copied().find(|e| *e > at).unwrap_or(stream.len());
+                let step = step.min(next_end - at);
+                tracker.advance(&stream[at..at + step]);
+                at += step;
+                prop_assert_eq!(tracker.in_frame(), !ends.contains(&at), "at byte {}", at);
+            }
+        }
+    }
+}

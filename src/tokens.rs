@@ -93,3 +93,46 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn parsing_any_text_never_panics_and_accepts_only_the_issued_form(text in ".{0,200}") {
+            if let Some(token) = RawToken::parse(&text) {
+                prop_assert_eq!(token.encode(), text);
+            }
+        }
+
+        #[test]
+        fn every_issued_token_round_trips(selector in any::<[u8; 16]>(), verifier in any::<[u8; 32]>()) {
+            let token = RawToken { selector, verifier };
+            let parsed = RawToken::parse(&token.encode());
+            prop_assert!(parsed.is_some());
+            let parsed = parsed.unwrap_or_else(RawToken::generate);
+            prop_assert_eq!(parsed.selector, selector);
+            prop_assert_eq!(parsed.verifier_hash(), token.verifier_hash());
+        }
+
+        #[test]
+        fn changing_any_character_changes_what_the_token_names_or_proves(
+            at in 0usize..TOKEN_CHARS,
+            replacement in prop::sample::select(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ ".to_vec()),
+        ) {
+            let token = RawToken::generate();
+            let mut text = token.encode().into_bytes();
+            prop_assume!(text[at] != replacement);
+            text[at] = replacement;
+            let text = String::from_utf8(text).unwrap_or_default();
+            if let Some(other) = RawToken::parse(&text) {
+                prop_assert!(
+                    other.selector != token.selector || other.verifier_hash() != token.verifier_hash()
+                );
+            }
+        }
+    }
+}

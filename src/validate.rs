@@ -154,3 +154,41 @@ mod tests {
         assert!(role(Some("admin; drop")).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn email_normalisation_never_panics_and_is_idempotent(raw in "\\PC{0,80}") {
+            if let Ok(normal) = email(&raw) {
+                prop_assert_eq!(email(&normal), Ok(normal.clone()));
+                prop_assert_eq!(normal.trim(), normal.as_str());
+                prop_assert_eq!(normal.to_lowercase(), normal.clone());
+                prop_assert!(normal.len() <= MAX_EMAIL_BYTES);
+            }
+        }
+
+        #[test]
+        fn case_and_surrounding_space_variants_of_an_address_are_one_address(
+            local in "[a-z0-9._+-]{1,20}",
+            domain in "[a-z0-9-]{1,20}\\.[a-z]{2,6}",
+            pad in "[ \\t\\n]{0,3}",
+        ) {
+            let plain = format!("{local}@{domain}");
+            let variant = format!("{pad}{}{pad}", plain.to_uppercase());
+            prop_assert_eq!(email(&variant), email(&plain));
+        }
+
+        #[test]
+        fn other_fields_never_panic(raw in "\\PC{0,300}") {
+            let _ = name(&raw);
+            let _ = role(Some(&raw));
+            let _ = locale(Some(&raw));
+            let _ = client_ip(Some(&raw));
+        }
+    }
+}
