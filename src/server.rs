@@ -195,10 +195,16 @@ impl Auth {
         }
     }
 
-    /// The role for a peer, or `None` to refuse it.
-    pub fn role(&self, uid: u32, gid: u32, pid: Option<i32>) -> Option<CallerRole> {
-        // Supplementary groups are read only when the uid and primary gid decided nothing.
-        let mut groups: Option<Vec<u32>> = None;
+    /// The role for a peer, or `None` to refuse it. `groups` gives the peer's supplementary
+    /// groups; it is called only when the uid and primary gid decide nothing.
+    pub fn role(
+        &self,
+        uid: u32,
+        gid: u32,
+        groups: impl FnOnce() -> Vec<u32>,
+    ) -> Option<CallerRole> {
+        let mut groups = Some(groups);
+        let mut known: Option<Vec<u32>> = None;
         let mut in_any = |gids: &[u32]| {
             if gids.is_empty() {
                 return false;
@@ -206,8 +212,8 @@ impl Auth {
             if gids.contains(&gid) {
                 return true;
             }
-            let groups = groups.get_or_insert_with(|| supplementary_groups(pid));
-            groups.iter().any(|g| gids.contains(g))
+            let known = known.get_or_insert_with(|| groups.take().map(|f| f()).unwrap_or_default());
+            known.iter().any(|g| gids.contains(g))
         };
         if self.admin_uids.contains(&uid) || in_any(&self.admin_gids) {
             Some(CallerRole::Admin)
@@ -219,10 +225,62 @@ impl Auth {
     }
 }
 
-/// The supplementary groups of a process, from `/proc/PID/status`. The kernel's peer
-/// credentials carry only the primary gid, and an app user is usually put in the socket's
-/// group as a supplementary group.
-fn supplementary_groups(pid: Option<i32>) -> Vec<u32> {
+/// `SO_PEERGROUPS` from asm-generic/socket.h (Linux 4.13+), the same on x86, arm and
+/// riscv; libc does not export it for every target.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64"
+))]
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The peer's supplementary groups. The kernel's peer credentials carry only the primary gid,
+/// and an app user is usually in the socket's group as a supplementary group. `SO_PEERGROUPS`
+/// gives the groups the peer had when it connected, which cannot race with pid reuse; on
+/// kernels without it, `/proc/PID/status` is read instead.
+fn peer_groups(stream: &UnixStream, pid: Option<i32>) -> Vec<u32> {
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    ))]
+    {
+        use std::os::fd::AsRawFd;
+        let gid_size = std::mem::size_of::<libc::gid_t>();
+        let mut groups: Vec<libc::gid_t> = vec![0; 64];
+        // The kernel caps supplementary groups at 65536; one retry with the size it asks for.
+        for _ in 0..2 {
+            let mut len = (groups.len() * gid_size) as libc::socklen_t;
+            // SAFETY: the buffer is valid for `len` bytes and outlives the call; the kernel
+            // writes at most `len` bytes and reports how many in `len`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    stream.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    SO_PEERGROUPS,
+                    groups.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            };
+            if rc == 0 {
+                groups.truncate(len as usize / gid_size);
+                return groups;
+            }
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
+                break;
+            }
+            groups.resize((len as usize / gid_size).clamp(1, 65536), 0);
+        }
+    }
+    groups_from_proc(pid)
+}
+
+/// The supplementary groups of a process, from `/proc/PID/status`.
+fn groups_from_proc(pid: Option<i32>) -> Vec<u32> {
     let Some(pid) = pid else { return Vec::new() };
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return Vec::new();
@@ -299,7 +357,7 @@ async fn accept_loop(
             }
         };
         let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
-        let Some(role) = auth.role(uid, gid, pid) else {
+        let Some(role) = auth.role(uid, gid, || peer_groups(&stream, pid)) else {
             tracing::warn!(uid, gid, pid, "refused connection: peer has no role");
             continue;
         };

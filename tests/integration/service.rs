@@ -238,3 +238,62 @@ async fn metrics_count_calls_and_report_levels() {
         .assert_success()
         .assert_stdout_contains("latchkey_users 1");
 }
+
+/// Runs the CLI's `health` as `uid` with primary group `gid` and supplementary `groups`.
+fn health_as(
+    socket: &std::path::Path,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+) -> std::process::Output {
+    let mut command = Command::new(crate::util::LATCHKEY);
+    command
+        .args([
+            "--socket",
+            socket.to_str().expect("utf-8"),
+            "--json",
+            "health",
+        ])
+        .env_clear();
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe system calls; the vector is
+    // allocated before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let list: Vec<libc::gid_t> = groups.clone();
+            if libc::setgroups(list.len(), list.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("run latchkey as another user")
+}
+
+#[tokio::test]
+async fn a_supplementary_member_of_the_app_group_gets_the_app_role_and_others_are_refused() {
+    if our_uid() != 0 {
+        eprintln!("this test runs clients under other uids, which needs root (CI runs as root)");
+        return;
+    }
+    let app_group = 64_242;
+    let setup = Setup::new().toml(&format!(
+        "[server]\nsocket_mode = \"0666\"\n[auth]\napp_gids = [{app_group}]"
+    ));
+    // Let the other uids reach the socket inside the test's private directory.
+    std::fs::set_permissions(
+        setup.dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let daemon = setup.start().await;
+    let member = health_as(daemon.socket(), 64_243, 64_244, vec![app_group]);
+    assert!(member.status.success(), "{member:?}");
+    let health: serde_json::Value = serde_json::from_slice(&member.stdout).expect("json");
+    assert_eq!(health["caller_role"], "app", "{health}");
+    let stranger = health_as(daemon.socket(), 64_245, 64_244, vec![64_246]);
+    assert_eq!(stranger.status.code(), Some(3), "{stranger:?}");
+    daemon.wait_for_log("refused connection").await;
+}
