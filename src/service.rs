@@ -313,6 +313,35 @@ fn page(limit: u32) -> usize {
     limit.clamp(1, MAX_PAGE) as usize
 }
 
+/// Room in a reply frame for the envelope around a list (request id, result wrappers).
+const ENVELOPE_BYTES: usize = 512;
+
+impl Service {
+    /// Keeps the leading items of a page that fit in one reply frame; callers page on with the
+    /// last item they got, so a shorter page loses nothing. At least one item is kept if any
+    /// fits at all.
+    fn fit_frame<T: serde::Serialize>(&self, mut items: Vec<T>) -> Vec<T> {
+        let budget = self
+            .state
+            .config
+            .server
+            .max_frame_bytes
+            .saturating_sub(ENVELOPE_BYTES);
+        let mut used = 2; // the brackets
+        let mut keep = 0;
+        for item in &items {
+            let size = serde_json::to_vec(item).map_or(usize::MAX, |v| v.len() + 1);
+            if used + size > budget {
+                break;
+            }
+            used += size;
+            keep += 1;
+        }
+        items.truncate(keep);
+        items
+    }
+}
+
 impl Latchkey for Service {
     async fn health(self, _: Context) -> Result<Health, ApiError> {
         self.call("health", Needs::App, async {
@@ -486,7 +515,7 @@ impl Latchkey for Service {
     ) -> Result<Vec<User>, ApiError> {
         self.call("list_users", Needs::Admin, async {
             let users = self.state.store.users_after(after, page(limit))?;
-            Ok(users.iter().map(UserRecord::to_api).collect())
+            Ok(self.fit_frame(users.iter().map(UserRecord::to_api).collect()))
         })
         .await
     }
@@ -712,7 +741,7 @@ impl Latchkey for Service {
 
     async fn events(self, _: Context, after: u64, limit: u32) -> Result<Vec<Event>, ApiError> {
         self.call("events", Needs::Admin, async {
-            Ok(self.state.store.events_after(after, page(limit))?)
+            Ok(self.fit_frame(self.state.store.events_after(after, page(limit))?))
         })
         .await
     }
@@ -725,7 +754,7 @@ impl Latchkey for Service {
     ) -> Result<Vec<OutboxMessage>, ApiError> {
         self.call("outbox_list", Needs::Admin, async {
             let messages = self.state.store.mail_after(after, page(limit))?;
-            Ok(messages.iter().map(outbox_view).collect())
+            Ok(self.fit_frame(messages.iter().map(outbox_view).collect()))
         })
         .await
     }

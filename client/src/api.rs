@@ -323,6 +323,8 @@ pub trait Latchkey {
     /// Deletes an account and everything attached to it (admin).
     async fn delete_user(id: UserId) -> Result<(), ApiError>;
     /// Lists accounts in id order after `after` (0 for the start), at most `limit` (admin).
+    /// A page holds at most 1000 items and only as many as fit in one frame: page on with the
+    /// last id received until a page comes back empty.
     async fn list_users(after: UserId, limit: u32) -> Result<Vec<User>, ApiError>;
     /// Sets a password without the current one (admin); revokes reset tokens, bumps the epoch.
     async fn set_password(id: UserId, new_password: String) -> Result<PasswordChanged, ApiError>;
@@ -351,9 +353,11 @@ pub trait Latchkey {
         user: UserRef,
         lifetime_secs: Option<u64>,
     ) -> Result<ResetLink, ApiError>;
-    /// Events after the cursor `after` (0 for the start), oldest first, at most `limit` (admin).
+    /// Events after the cursor `after` (0 for the start), oldest first, at most `limit` (admin);
+    /// pages like `list_users`.
     async fn events(after: u64, limit: u32) -> Result<Vec<Event>, ApiError>;
-    /// Outbox messages with ids above `after`, at most `limit` (admin).
+    /// Outbox messages with ids above `after`, at most `limit` (admin); pages like
+    /// `list_users`.
     async fn outbox_list(after: u64, limit: u32) -> Result<Vec<OutboxMessage>, ApiError>;
     /// Puts a message back in the queue, due now, attempts reset (admin).
     async fn outbox_retry(id: u64) -> Result<(), ApiError>;

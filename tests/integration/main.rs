@@ -9,5 +9,6 @@ mod mail;
 mod smtp;
 mod service;
 mod migration;
+mod cli;
 mod robustness;
 mod crash;

@@ -105,3 +105,34 @@ async fn an_oversized_import_batch_is_refused_whole() {
     let client = daemon.client().await;
     assert_eq!(client.list_users(0, 10).await.expect("list").len(), 0);
 }
+
+#[tokio::test]
+async fn listing_many_users_pages_within_the_frame_cap() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let hash = bcrypt::hash("x", 4).expect("bcrypt");
+    let batch: Vec<ImportUser> = (0..400)
+        .map(|i| {
+            let mut u = import(&format!("listed{i:04}@example.com"), &hash);
+            u.name = "N".repeat(100);
+            u
+        })
+        .collect();
+    for chunk in batch.chunks(100) {
+        let outcomes = client.import_users(chunk.to_vec()).await.expect("import");
+        assert!(outcomes.iter().all(Result::is_ok));
+    }
+    // 400 users of ~300 bytes each do not fit one 64 KiB frame: the daemon sends what fits
+    // and the caller pages on.
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client.list_users(after, 1000).await.expect("list_users");
+        let Some(last) = page.last() else { break };
+        assert!(page.len() < 400, "one page held everything: {}", page.len());
+        after = last.id;
+        seen.extend(page.into_iter().map(|u| u.email));
+    }
+    assert_eq!(seen.len(), 400);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+}
