@@ -1,0 +1,697 @@
+'use strict';
+/**
+ * Node.js client for latchkeyd, the password-reset and credential daemon.
+ *
+ * One CommonJS module with no dependencies (only `node:net`), for Node 18 or later. ES
+ * modules can load it too: `import latchkey from './latchkey.js'` or
+ * `import { Client } from './latchkey.js'`. It speaks the daemon's wire protocol (tarpc's
+ * JSON messages on length-delimited frames over a Unix socket), described in full in
+ * `docs/PROTOCOL.md`; copy this file into your project.
+ *
+ * @example
+ * const { Client, LatchkeyError } = require('./latchkey');
+ * const lk = new Client('/run/latchkeyd/latchkeyd.sock', { timeout: 10_000 });
+ * const user = await lk.createUser({ email: 'ada@example.com', name: 'Ada', password: 'correct horse battery staple' });
+ * try {
+ *   await lk.verifyPassword('ada@example.com', 'a wrong guess', { clientIp: '203.0.113.7' });
+ * } catch (e) {
+ *   if (e instanceof LatchkeyError && e.code === 'InvalidCredentials') { ... }
+ * }
+ * lk.close();
+ *
+ * Results are plain objects with the protocol's JSON field names (`user.id`,
+ * `user.credential_epoch`, ...). Every failure is a {@link LatchkeyError}; see its `code`.
+ *
+ * Calls made at once run concurrently on one connection; the daemon answers them in any order
+ * and each answer is matched to its call by request id. The connection is opened by the
+ * first call (or {@link Client#connect}) and reopened by the next call after it is lost. An
+ * idle client does not keep the process alive.
+ *
+ * Integers: ids, sequence numbers and times arrive as JavaScript numbers. The daemon keeps
+ * them below 2^53 (Number.MAX_SAFE_INTEGER), so they are exact.
+ */
+
+const net = require('node:net');
+
+/** Milliseconds a call may take unless told otherwise; also sent as the call's deadline. */
+const DEFAULT_TIMEOUT_MS = 10_000;
+/** Milliseconds to wait for the socket to accept a connection. */
+const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+/** The daemon's default `server.max_requests_per_connection`. */
+const DEFAULT_MAX_IN_FLIGHT = 64;
+/** The daemon's default `server.max_frame_bytes`; a larger frame closes the connection. */
+const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
+
+// tarpc's numbering of std::io::ErrorKind in server errors (tarpc/src/util/serde.rs).
+const IO_ERROR_KINDS = [
+  'NotFound', 'PermissionDenied', 'ConnectionRefused', 'ConnectionReset', 'ConnectionAborted',
+  'NotConnected', 'AddrInUse', 'AddrNotAvailable', 'BrokenPipe', 'AlreadyExists', 'WouldBlock',
+  'InvalidInput', 'InvalidData', 'TimedOut', 'WriteZero', 'Interrupted', 'Other', 'UnexpectedEof',
+];
+
+// The daemon's messages for its typed errors, as the Rust client prints them.
+const API_MESSAGES = {
+  InvalidEmail: () => 'invalid email address',
+  InvalidInput: (d) => `invalid ${d.field}: ${d.reason}`,
+  WeakPassword: (d) => `password refused: ${d.reason}`,
+  PasswordMismatch: () => 'the passwords do not match',
+  EmailTaken: () => 'an account with that email exists already',
+  InvalidCredentials: () => 'invalid credentials',
+  InvalidToken: () => 'the reset token is invalid or expired',
+  NotFound: () => 'not found',
+  Forbidden: () => 'forbidden: this method needs the admin role',
+  RateLimited: (d) => `rate limited; retry after ${d.retry_after_secs} s`,
+  Unavailable: () => 'service unavailable; retry later',
+};
+
+/**
+ * Every error a call can fail with.
+ *
+ * `code` is either the daemon's typed error (`kind === 'api'`): one of `InvalidEmail`,
+ * `InvalidInput`, `WeakPassword`, `PasswordMismatch`, `EmailTaken`, `InvalidCredentials`,
+ * `InvalidToken`, `NotFound`, `Forbidden`, `RateLimited`, `Unavailable`, with the variant's
+ * fields in `details` (for example `{ retry_after_secs: 60 }`); or a failure around it:
+ *
+ * - `Throttled` / `ServerError` (`kind === 'server'`): the daemon refused the call before
+ *   running it (too many calls in flight on the connection); safe to retry. `details` holds
+ *   `{ kind, kind_name, detail }` as the daemon sent them.
+ * - `Timeout` (`kind === 'transport'`): no answer within the timeout; the call may or may not
+ *   have taken effect.
+ * - `ConnectFailed`, `ConnectionLost`, `BadResponse`, `Closed` (`kind === 'transport'`): the
+ *   socket cannot be reached, the connection was lost (a call in flight may or may not have
+ *   taken effect), the daemon sent something unreadable, or the client was closed.
+ */
+class LatchkeyError extends Error {
+  /**
+   * @param {string} code the variant name or failure code
+   * @param {string} message a readable message
+   * @param {{kind?: 'api'|'server'|'transport', details?: object, method?: string, cause?: unknown}} [extra]
+   */
+  constructor(code, message, extra = {}) {
+    super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
+    this.name = 'LatchkeyError';
+    /** @type {string} */
+    this.code = code;
+    /** @type {'api'|'server'|'transport'} */
+    this.kind = extra.kind || 'transport';
+    /** @type {object} */
+    this.details = extra.details || {};
+    /** @type {string} the camelCase method that failed, if any */
+    this.method = extra.method || '';
+  }
+
+  /** @returns {boolean} whether this is the daemon's typed error (`ApiError` on the wire) */
+  get isApiError() {
+    return this.kind === 'api';
+  }
+}
+
+/** Reads an `ApiError` as sent: `"EmailTaken"` or `{"RateLimited": {"retry_after_secs": 60}}`. */
+function apiError(value, method) {
+  let code;
+  let details = {};
+  if (typeof value === 'string') {
+    code = value;
+  } else if (value && typeof value === 'object' && Object.keys(value).length === 1) {
+    code = Object.keys(value)[0];
+    const fields = value[code];
+    details = fields && typeof fields === 'object' ? fields : { value: fields };
+  } else {
+    return new LatchkeyError('BadResponse', `${method}: unreadable error ${JSON.stringify(value)}`, { method });
+  }
+  const text = API_MESSAGES[code] ? API_MESSAGES[code](details) : code;
+  return new LatchkeyError(code, `${method}: ${text} (${code})`, { kind: 'api', details, method });
+}
+
+/** `verifyPassword` -> `VerifyPassword`: the request variant's name on the wire. */
+function variantName(method) {
+  return method.charAt(0).toUpperCase() + method.slice(1).replace(/_([a-z])/g, (_, c) => c.toUpperCase());
+}
+
+// Argument checks. A request the daemon cannot decode makes it close the connection, which
+// fails every other call in flight on it, so bad arguments are refused here instead.
+const U32_MAX = 4294967295;
+
+function str(name, v) {
+  if (typeof v !== 'string') throw new TypeError(`${name} must be a string, not ${typeof v}`);
+  return v;
+}
+function optStr(name, v) {
+  return v === undefined || v === null ? null : str(name, v);
+}
+function uint(name, v, max = Number.MAX_SAFE_INTEGER) {
+  if (typeof v === 'bigint') {
+    if (v < 0n || v > BigInt(max)) throw new RangeError(`${name} out of range: ${v}`);
+    return Number(v);
+  }
+  if (!Number.isSafeInteger(v) || v < 0 || v > max) {
+    throw new TypeError(`${name} must be an integer from 0 to ${max}, not ${v}`);
+  }
+  return v;
+}
+function optUint(name, v) {
+  return v === undefined || v === null ? null : uint(name, v);
+}
+function userRef(user) {
+  if (typeof user === 'string') return { email: user };
+  if (typeof user === 'number' || typeof user === 'bigint') return { id: uint('user', user) };
+  if (user && typeof user === 'object') {
+    const keys = Object.keys(user);
+    if (keys.length === 1 && keys[0] === 'id') return { id: uint('user.id', user.id) };
+    if (keys.length === 1 && keys[0] === 'email') return { email: str('user.email', user.email) };
+  }
+  throw new TypeError('user must be an id, an email, {id} or {email}');
+}
+
+/**
+ * A connection to latchkeyd.
+ */
+class Client {
+  /**
+   * @param {string} path the daemon's Unix socket
+   * @param {object} [options]
+   * @param {number} [options.timeout=10000] milliseconds each call may take; sent to the daemon
+   *   as the call's deadline, past which it abandons the call without answering
+   * @param {number} [options.connectTimeout=5000] milliseconds to wait for the socket
+   * @param {number} [options.maxInFlight=64] calls sent at once; more wait (within their
+   *   timeout) for a free slot. Keep it at or below the daemon's `max_requests_per_connection`.
+   * @param {number} [options.maxFrameBytes=65536] the daemon's `server.max_frame_bytes`
+   */
+  constructor(path, options = {}) {
+    this.path = path;
+    this.timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
+    this.connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.maxInFlight = Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+    this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    /** @private */ this._socket = null;
+    /** @private */ this._connecting = null;
+    /** @private id -> {method, variant, resolve, reject, timer} */
+    this._pending = new Map();
+    /** @private calls waiting for a slot: {start, reject, timer} */
+    this._queue = [];
+    /** @private */ this._inFlight = 0;
+    /** @private */ this._nextId = 1;
+    /** @private received bytes not yet a whole frame */
+    this._chunks = [];
+    /** @private */ this._buffered = 0;
+    /** @private bytes the frame being received needs in all, once its header is in */
+    this._needed = 0;
+    /** @private */ this._closed = false;
+  }
+
+  /**
+   * Opens the connection now rather than at the first call.
+   * @returns {Promise<void>}
+   */
+  async connect() {
+    await this._connection();
+  }
+
+  /** Closes the connection; calls in flight or waiting fail with code `Closed`. */
+  close() {
+    this._closed = true;
+    const closed = new LatchkeyError('Closed', 'the client is closed');
+    for (const waiting of this._queue.splice(0)) {
+      clearTimeout(waiting.timer);
+      waiting.reject(closed);
+    }
+    this._failAll(closed);
+    if (this._socket) this._socket.destroy();
+    this._socket = null;
+  }
+
+  /**
+   * Calls any method by name: the escape hatch for methods without a wrapper here.
+   *
+   * @param {string} method `verifyPassword`, `verify_password` or `VerifyPassword`
+   * @param {object} args the arguments by their protocol names (snake_case), JSON-ready
+   * @param {{timeout?: number}} [options] milliseconds, instead of the client's timeout
+   * @returns {Promise<any>} the method's result
+   */
+  async call(method, args, options = {}) {
+    const timeout = options.timeout ?? this.timeout;
+    const deadline = Date.now() + timeout;
+    await this._slot(method, timeout);
+    try {
+      return await this._send(method, args, Math.max(0, deadline - Date.now()));
+    } finally {
+      this._release();
+    }
+  }
+
+  // -- accounts ------------------------------------------------------------------------------
+
+  /**
+   * Liveness, version, uptime and this connection's role.
+   * @returns {Promise<{status: string, version: string, uptime_secs: number, caller_role: 'app'|'admin'}>}
+   */
+  async health() {
+    return this.call('health', {});
+  }
+
+  /**
+   * Creates an account. Fails with `InvalidEmail`, `InvalidInput` (name, role, locale),
+   * `WeakPassword` or `EmailTaken`.
+   * @param {{email: string, password: string, name?: string, role?: string|null, locale?: string|null}} user
+   * @returns {Promise<object>} the new user
+   */
+  async createUser(user) {
+    if (!user || typeof user !== 'object') throw new TypeError('user must be an object');
+    return this.call('createUser', {
+      user: {
+        email: str('email', user.email),
+        name: user.name === undefined ? '' : str('name', user.name),
+        password: str('password', user.password),
+        role: optStr('role', user.role),
+        locale: optStr('locale', user.locale),
+      },
+    });
+  }
+
+  /**
+   * The user with this id; `NotFound` if there is none.
+   * @param {number} id
+   * @returns {Promise<object>}
+   */
+  async getUser(id) {
+    return this.call('getUser', { id: uint('id', id) });
+  }
+
+  /**
+   * The user with this email (normalised first); `InvalidEmail` or `NotFound`.
+   * @param {string} email
+   * @returns {Promise<object>}
+   */
+  async findUser(email) {
+    return this.call('findUser', { email: str('email', email) });
+  }
+
+  /**
+   * Checks a login and returns the user. Every failure (wrong password, unknown email,
+   * disabled account) is `InvalidCredentials`; too many are `RateLimited`.
+   * @param {string} email
+   * @param {string} password
+   * @param {{clientIp?: string}} [options] the end user's IP, for the per-IP limit and the log
+   * @returns {Promise<object>}
+   */
+  async verifyPassword(email, password, options = {}) {
+    return this.call('verifyPassword', {
+      email: str('email', email),
+      password: str('password', password),
+      client_ip: optStr('clientIp', options.clientIp),
+    });
+  }
+
+  /**
+   * Changes a password after checking the current one; revokes the user's reset tokens.
+   * Fails with `NotFound`, `WeakPassword`, `InvalidCredentials` or `RateLimited`.
+   * @param {number} id
+   * @param {string} currentPassword
+   * @param {string} newPassword
+   * @returns {Promise<{user_id: number, credential_epoch: number}>}
+   */
+  async changePassword(id, currentPassword, newPassword) {
+    return this.call('changePassword', {
+      id: uint('id', id),
+      current_password: str('currentPassword', currentPassword),
+      new_password: str('newPassword', newPassword),
+    });
+  }
+
+  /**
+   * Enables or disables an account (admin).
+   * @param {number} id
+   * @param {'active'|'disabled'} status
+   * @returns {Promise<object>} the user
+   */
+  async setStatus(id, status) {
+    if (status !== 'active' && status !== 'disabled') {
+      throw new TypeError(`status must be 'active' or 'disabled', not ${status}`);
+    }
+    return this.call('setStatus', { id: uint('id', id), status });
+  }
+
+  /**
+   * Deletes an account and everything attached to it (admin).
+   * @param {number} id
+   * @returns {Promise<null>}
+   */
+  async deleteUser(id) {
+    return this.call('deleteUser', { id: uint('id', id) });
+  }
+
+  /**
+   * Users with ids above `after`, in id order (admin). Pass the last id as the next `after`.
+   * @param {{after?: number, limit?: number}} [options] `limit` 1 to 1000, default 100
+   * @returns {Promise<object[]>}
+   */
+  async listUsers(options = {}) {
+    return this.call('listUsers', {
+      after: uint('after', options.after ?? 0),
+      limit: uint('limit', options.limit ?? 100, U32_MAX),
+    });
+  }
+
+  /**
+   * Sets a password without the current one (admin); revokes reset tokens, bumps the epoch.
+   * @param {number} id
+   * @param {string} newPassword
+   * @returns {Promise<{user_id: number, credential_epoch: number}>}
+   */
+  async setPassword(id, newPassword) {
+    return this.call('setPassword', { id: uint('id', id), new_password: str('newPassword', newPassword) });
+  }
+
+  /**
+   * Imports accounts with existing bcrypt or argon2 hashes (admin), at most 1000 per call.
+   * @param {Array<{email: string, password_hash: string, name?: string, role?: string, status?: 'active'|'disabled', locale?: string, created_at?: number}>} users
+   * @returns {Promise<Array<{Ok: number}|{Err: string|object}>>} one outcome per user, in order
+   */
+  async importUsers(users) {
+    if (!Array.isArray(users)) throw new TypeError('users must be an array');
+    return this.call('importUsers', { users });
+  }
+
+  // -- password reset ------------------------------------------------------------------------
+
+  /**
+   * Starts a reset. Resolves to `null` for every valid address, with or without an account,
+   * so always show the same message; an active account is mailed a link. Fails with
+   * `InvalidEmail`, `RateLimited` or `InvalidInput` (client_ip, locale).
+   * @param {string} email
+   * @param {{clientIp?: string, locale?: string}} [options]
+   * @returns {Promise<null>}
+   */
+  async requestPasswordReset(email, options = {}) {
+    return this.call('requestPasswordReset', {
+      email: str('email', email),
+      client_ip: optStr('clientIp', options.clientIp),
+      locale: optStr('locale', options.locale),
+    });
+  }
+
+  /**
+   * Says whether a token is usable, without using it.
+   * @param {string} token
+   * @param {{clientIp?: string}} [options]
+   * @returns {Promise<{state: 'valid'|'expired'|'used'|'invalid', expires_at: number|null}>}
+   */
+  async checkResetToken(token, options = {}) {
+    return this.call('checkResetToken', {
+      token: str('token', token),
+      client_ip: optStr('clientIp', options.clientIp),
+    });
+  }
+
+  /**
+   * Uses a token to set a new password; revokes the user's other tokens. Fails with
+   * `InvalidToken`, `PasswordMismatch`, `WeakPassword`, `RateLimited` or `InvalidInput`.
+   * @param {string} token
+   * @param {string} newPassword
+   * @param {{confirmPassword?: string, clientIp?: string}} [options]
+   * @returns {Promise<{user_id: number, credential_epoch: number}>}
+   */
+  async completePasswordReset(token, newPassword, options = {}) {
+    return this.call('completePasswordReset', {
+      token: str('token', token),
+      new_password: str('newPassword', newPassword),
+      confirm_password: optStr('confirmPassword', options.confirmPassword),
+      client_ip: optStr('clientIp', options.clientIp),
+    });
+  }
+
+  /**
+   * Makes a reset link for support staff (admin). The token is the link's `token` query
+   * parameter: `new URL(link.link).searchParams.get('token')`.
+   * @param {number|string|{id: number}|{email: string}} user an id or an email
+   * @param {{lifetimeSecs?: number}} [options] 1 to 86400; the configured lifetime by default
+   * @returns {Promise<{user_id: number, link: string, expires_at: number}>}
+   */
+  async adminResetLink(user, options = {}) {
+    return this.call('adminResetLink', {
+      user: userRef(user),
+      lifetime_secs: optUint('lifetimeSecs', options.lifetimeSecs),
+    });
+  }
+
+  // -- operations ----------------------------------------------------------------------------
+
+  /**
+   * Event log entries after the cursor `after`, oldest first (admin). Pass the last `seq`
+   * seen as the next cursor.
+   * @param {{after?: number, limit?: number}} [options]
+   * @returns {Promise<Array<{seq: number, at: number, kind: string, user_id: number|null, client_ip: string|null}>>}
+   */
+  async events(options = {}) {
+    return this.call('events', {
+      after: uint('after', options.after ?? 0),
+      limit: uint('limit', options.limit ?? 100, U32_MAX),
+    });
+  }
+
+  /**
+   * Queued and dead mail messages with ids above `after` (admin).
+   * @param {{after?: number, limit?: number}} [options]
+   * @returns {Promise<object[]>}
+   */
+  async outboxList(options = {}) {
+    return this.call('outboxList', {
+      after: uint('after', options.after ?? 0),
+      limit: uint('limit', options.limit ?? 100, U32_MAX),
+    });
+  }
+
+  /**
+   * Puts a message back in the queue, due now (admin).
+   * @param {number} id
+   * @returns {Promise<null>}
+   */
+  async outboxRetry(id) {
+    return this.call('outboxRetry', { id: uint('id', id) });
+  }
+
+  /**
+   * Deletes a message unsent (admin).
+   * @param {number} id
+   * @returns {Promise<null>}
+   */
+  async outboxDrop(id) {
+    return this.call('outboxDrop', { id: uint('id', id) });
+  }
+
+  /**
+   * Metrics in the Prometheus text format (admin).
+   * @returns {Promise<string>}
+   */
+  async metrics() {
+    return this.call('metrics', {});
+  }
+
+  // -- machinery -----------------------------------------------------------------------------
+
+  /** @private Waits for one of `maxInFlight` slots, at most `timeout` ms. */
+  _slot(method, timeout) {
+    if (this._closed) return Promise.reject(new LatchkeyError('Closed', 'the client is closed', { method }));
+    if (this._inFlight < this.maxInFlight) {
+      this._inFlight += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const waiting = {
+        start: () => {
+          clearTimeout(waiting.timer);
+          this._inFlight += 1;
+          resolve();
+        },
+        reject,
+        timer: setTimeout(() => {
+          this._queue.splice(this._queue.indexOf(waiting), 1);
+          reject(new LatchkeyError('Timeout', `${method}: ${timeout} ms passed waiting for a free call slot`, { method }));
+        }, timeout),
+      };
+      this._queue.push(waiting);
+    });
+  }
+
+  /** @private */
+  _release() {
+    this._inFlight -= 1;
+    const next = this._queue.shift();
+    if (next) next.start();
+  }
+
+  /** @private The open socket, connecting first if there is none. */
+  _connection() {
+    if (this._closed) return Promise.reject(new LatchkeyError('Closed', 'the client is closed'));
+    if (this._socket) return Promise.resolve(this._socket);
+    if (this._connecting) return this._connecting;
+    this._connecting = new Promise((resolve, reject) => {
+      const socket = net.createConnection(this.path);
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new LatchkeyError('ConnectFailed', `cannot connect to ${this.path}: timed out`));
+      }, this.connectTimeout);
+      socket.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new LatchkeyError('ConnectFailed', `cannot connect to ${this.path}: ${e.message}`, { cause: e }));
+      });
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        if (this._closed) {
+          socket.destroy();
+          reject(new LatchkeyError('Closed', 'the client is closed'));
+          return;
+        }
+        this._attach(socket);
+        resolve(socket);
+      });
+    }).finally(() => {
+      this._connecting = null;
+    });
+    return this._connecting;
+  }
+
+  /** @private Wires up a connected socket. */
+  _attach(socket) {
+    this._socket = socket;
+    this._chunks = [];
+    this._buffered = 0;
+    this._needed = 0;
+    socket.unref(); // an idle client does not hold the process open; pending calls ref it
+    socket.on('data', (chunk) => this._onData(socket, chunk));
+    const lost = (why) => {
+      if (this._socket !== socket) return;
+      this._socket = null;
+      this._failAll(new LatchkeyError('ConnectionLost', `connection lost: ${why}`));
+    };
+    socket.on('error', (e) => lost(e.message));
+    socket.on('close', () => lost('the daemon closed the connection'));
+  }
+
+  /** @private Collects chunks and handles every whole frame among them. */
+  _onData(socket, chunk) {
+    this._chunks.push(chunk);
+    this._buffered += chunk.length;
+    // Joining chunks only once a whole frame is there keeps a frame that arrives in many
+    // small chunks linear to reassemble.
+    while (this._buffered >= Math.max(4, this._needed)) {
+      let buf = this._chunks.length === 1 ? this._chunks[0] : Buffer.concat(this._chunks, this._buffered);
+      const length = buf.readUInt32BE(0);
+      if (length > this.maxFrameBytes) {
+        this._socket = null;
+        socket.destroy();
+        this._failAll(new LatchkeyError('BadResponse', `the daemon sent a ${length}-byte frame, above the limit`));
+        return;
+      }
+      if (buf.length < 4 + length) {
+        this._chunks = [buf];
+        this._needed = 4 + length;
+        return;
+      }
+      this._needed = 0;
+      const body = buf.subarray(4, 4 + length);
+      buf = buf.subarray(4 + length);
+      this._chunks = buf.length ? [buf] : [];
+      this._buffered = buf.length;
+      this._onFrame(socket, body);
+      if (this._socket !== socket) return; // the frame was unreadable; the socket is gone
+    }
+  }
+
+  /** @private Settles the call a response frame answers. */
+  _onFrame(socket, body) {
+    let response;
+    try {
+      response = JSON.parse(body.toString('utf8'));
+    } catch (e) {
+      this._socket = null;
+      socket.destroy();
+      this._failAll(new LatchkeyError('BadResponse', `unreadable frame from the daemon: ${e.message}`, { cause: e }));
+      return;
+    }
+    const call = this._pending.get(response && response.request_id);
+    if (!call) return; // the caller gave up already (timeout)
+    this._forget(response.request_id, call);
+    const message = response.message || {};
+    if (message.Err) {
+      const { kind, detail } = message.Err;
+      const kindName = IO_ERROR_KINDS[kind] || 'Other';
+      const code = kindName === 'WouldBlock' ? 'Throttled' : 'ServerError';
+      call.reject(new LatchkeyError(code, `${call.method}: server error ${kindName}: ${detail}`, {
+        kind: 'server', details: { kind, kind_name: kindName, detail }, method: call.method,
+      }));
+      return;
+    }
+    const reply = message.Ok && message.Ok[call.variant];
+    if (reply && 'Ok' in reply) call.resolve(reply.Ok);
+    else if (reply && 'Err' in reply) call.reject(apiError(reply.Err, call.method));
+    else call.reject(new LatchkeyError('BadResponse', `${call.method}: unexpected answer ${body.toString('utf8')}`, { method: call.method }));
+  }
+
+  /** @private Sends one request and waits for its answer, at most `timeout` ms. */
+  async _send(method, args, timeout) {
+    const name = method.includes('_') || /^[a-z]/.test(method) ? method : method.charAt(0).toLowerCase() + method.slice(1);
+    const variant = variantName(method);
+    const socket = await this._connection();
+    const id = this._nextId++;
+    const context = {
+      deadline: { secs: Math.floor(timeout / 1000), nanos: Math.round((timeout % 1000) * 1e6) },
+      // span_id stays 0: tarpc's own clients send random u64s, beyond a JS number's precision.
+      trace_context: { trace_id: new Array(16).fill(0), span_id: 0, sampling_decision: 'Unsampled' },
+    };
+    const payload = Buffer.from(JSON.stringify({ Request: { context, id, message: { [variant]: args } } }), 'utf8');
+    if (payload.length > this.maxFrameBytes) {
+      throw new RangeError(`${name}: the request is ${payload.length} bytes, above the daemon's ${this.maxFrameBytes}-byte frame limit`);
+    }
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(payload.length, 0);
+    return new Promise((resolve, reject) => {
+      const call = { method: name, variant, resolve, reject, timer: null };
+      call.timer = setTimeout(() => {
+        this._forget(id, call);
+        // Tell the daemon to stop working on it; best effort.
+        this._write(socket, { Cancel: { request_id: id } });
+        reject(new LatchkeyError('Timeout', `${name}: no answer within ${timeout} ms`, { method: name }));
+      }, timeout);
+      this._pending.set(id, call);
+      socket.ref();
+      socket.write(Buffer.concat([header, payload]));
+    });
+  }
+
+  /** @private Writes one JSON message, ignoring a socket that is gone. */
+  _write(socket, message) {
+    if (socket.destroyed) return;
+    const payload = Buffer.from(JSON.stringify(message), 'utf8');
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(payload.length, 0);
+    socket.write(Buffer.concat([header, payload]));
+  }
+
+  /** @private Drops a settled call. */
+  _forget(id, call) {
+    clearTimeout(call.timer);
+    this._pending.delete(id);
+    if (this._pending.size === 0 && this._socket) this._socket.unref();
+  }
+
+  /** @private Fails every call in flight. */
+  _failAll(error) {
+    const calls = [...this._pending.values()];
+    this._pending.clear();
+    for (const call of calls) {
+      clearTimeout(call.timer);
+      call.reject(new LatchkeyError(error.code, `${call.method}: ${error.message}`, { method: call.method, cause: error }));
+    }
+  }
+}
+
+module.exports = {
+  Client,
+  LatchkeyError,
+  DEFAULT_TIMEOUT_MS,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_MAX_FRAME_BYTES,
+};
