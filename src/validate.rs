@@ -95,8 +95,8 @@ pub fn locale(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     Ok(Some(tag.replace('_', "-")))
 }
 
-/// A client IP address as the application saw it; absent is allowed (the call then shares
-/// one rate-limit bucket with every other call that gave none).
+/// A client IP address as the application saw it; absent is allowed (the call then skips the
+/// per-IP rate limits; the per-email and per-account ones still apply).
 pub fn client_ip(raw: Option<&str>) -> Result<Option<IpAddr>, ApiError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),

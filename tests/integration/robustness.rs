@@ -327,3 +327,38 @@ async fn a_client_trickling_a_frame_is_cut_off_while_others_are_served() {
         .await
         .expect("an idle connection stays open");
 }
+
+#[tokio::test]
+async fn an_absurd_deadline_closes_its_connection_without_a_panic() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let valid = request_json(1, LatchkeyRequest::Health {});
+    let secs = valid
+        .split("\"secs\":")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("the deadline's seconds");
+    for absurd in ["18446744073709551615", "1000000000000", "86401"] {
+        let body = valid.replacen(
+            &format!("\"secs\":{secs}"),
+            &format!("\"secs\":{absurd}"),
+            1,
+        );
+        assert_ne!(body, valid);
+        let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+        raw.write_all(&frame(body.as_bytes())).await.expect("write");
+        assert_closed_by_daemon(&mut raw).await;
+        client.health().await.expect("others are still served");
+    }
+    // A day is the longest deadline accepted.
+    let day = valid.replacen(&format!("\"secs\":{secs}"), "\"secs\":86400", 1);
+    let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+    raw.write_all(&frame(day.as_bytes())).await.expect("write");
+    let reply = read_reply(&mut raw).await;
+    assert_eq!(
+        reply["message"]["Ok"]["Health"]["Ok"]["status"], "ok",
+        "{reply}"
+    );
+    let log = daemon.log();
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -16,7 +16,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use latchkey_client::{CallerRole, Latchkey};
 use tarpc::server::{BaseChannel, Channel};
-use tarpc::tokio_serde::formats::Json;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
@@ -25,6 +24,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AuthConfig, Config};
+
+mod codec;
 use crate::service::{Peer, Service, State};
 
 /// Why the socket could not be set up.
@@ -380,7 +381,7 @@ async fn accept_loop(
         let framed = LengthDelimitedCodec::builder()
             .max_frame_length(config.max_frame_bytes)
             .new_framed(io);
-        let transport = tarpc::serde_transport::new(framed, Json::default());
+        let transport = tarpc::serde_transport::new(framed, codec::Json::default());
         let channel = BaseChannel::with_defaults(transport)
             .max_concurrent_requests(config.max_requests_per_connection);
         connections.spawn(async move {
