@@ -302,6 +302,9 @@ impl Config {
         self.limits
             .validate()
             .map_err(|reason| value("limits", &reason))?;
+        self.mail
+            .validate()
+            .map_err(|reason| value("mail", &reason))?;
         self.socket_mode()?;
         let s = &self.server;
         if s.max_connections == 0 || s.max_requests_per_connection == 0 {
@@ -386,6 +389,14 @@ mod tests {
         assert_eq!(loaded.redacted_toml(), Config::default().redacted_toml());
     }
 
+    /// Whether `key` is set, or shown commented out, on a line of its own.
+    fn documented(text: &str, key: &str) -> bool {
+        text.lines().any(|l| {
+            let l = l.trim_start_matches(['#', ' ']);
+            l.starts_with(&format!("{key} =")) || l.starts_with(&format!("{key}="))
+        })
+    }
+
     #[test]
     fn every_default_key_is_in_the_example() {
         let text = std::fs::read_to_string(example()).unwrap_or_default();
@@ -399,12 +410,24 @@ mod tests {
                 text.contains(&format!("[{section}]")),
                 "section [{section}] missing"
             );
-            for key in keys.as_table().into_iter().flat_map(|t| t.keys()) {
-                let documented = text.lines().any(|l| {
-                    let l = l.trim_start_matches(['#', ' ']);
-                    l.starts_with(&format!("{key} =")) || l.starts_with(&format!("{key}="))
-                });
-                assert!(documented, "{section}.{key} is not in config.toml.example");
+            for (key, value) in keys.as_table().into_iter().flatten() {
+                // A table-valued key is documented inline (`key = { ... }`) or as a
+                // [section.key] table of its own, whose keys are then checked too.
+                if let (Some(table), false) = (value.as_table(), documented(&text, key)) {
+                    let heading = format!("[{section}.{key}]");
+                    assert!(text.contains(&heading), "{heading} missing");
+                    for inner in table.keys() {
+                        assert!(
+                            documented(&text, inner),
+                            "{section}.{key}.{inner} is not in config.toml.example"
+                        );
+                    }
+                    continue;
+                }
+                assert!(
+                    documented(&text, key),
+                    "{section}.{key} is not in config.toml.example"
+                );
             }
         }
     }

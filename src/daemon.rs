@@ -53,6 +53,9 @@ pub enum DaemonError {
     /// The hasher rejected its parameters.
     #[error(transparent)]
     Hash(#[from] HashError),
+    /// The mail sender cannot start (a password file missing, a template broken).
+    #[error(transparent)]
+    Mail(#[from] mail::SetupError),
 }
 
 /// How the daemon is run.
@@ -89,6 +92,7 @@ pub async fn run(
         source,
     };
     let store = Store::open(&data_dir, config.store.cache_bytes).map_err(store_err)?;
+    let mailer = mail::Mailer::new(&config.mail, &data_dir)?;
     let metrics = Metrics::new();
     let passwords = Passwords::new(
         &config.passwords,
@@ -115,12 +119,7 @@ pub async fn run(
         ),
         (
             "mail sender",
-            tokio::spawn(mail::run(
-                store.clone(),
-                state.config.mail.clone(),
-                state.mail_wake.clone(),
-                background.clone(),
-            )),
+            tokio::spawn(mailer.run(store.clone(), state.mail_wake.clone(), background.clone())),
         ),
         (
             "watchdog",

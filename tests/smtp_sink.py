@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """The SMTP server the mail tests deliver to (aiosmtpd), and the MIME parser they read with.
 
-Serve:  smtp_sink.py --port PORT --dir DIR [--reject REGEX]
+Serve:  smtp_sink.py --port PORT --dir DIR [--reject REGEX] [--auth USER:PASSWORD]
+                    [--tls starttls|implicit --cert CERT.pem --key KEY.pem]
     Listens on 127.0.0.1:PORT and prints "ready" once it accepts connections. Every message
     accepted is written to DIR as one JSON file (see parse() for the fields, plus mail_from
     and rcpt_tos from the envelope), whole or not at all, named so that they sort in arrival
-    order. Recipients matching REGEX are refused with a permanent 550. Runs until its
-    standard input closes or it is killed.
+    order. Recipients matching REGEX are refused with a permanent 550. With --auth, AUTH
+    (without TLS) is required and only USER:PASSWORD accepted; others get 535. With --tls,
+    STARTTLS is required before MAIL, or the whole connection is TLS (implicit), with the
+    given certificate. Runs until its standard input closes or it is killed.
 
 Parse:  smtp_sink.py --parse FILE.eml
     Prints the same JSON for a message file (what the file transport writes).
@@ -21,6 +24,7 @@ import itertools
 import json
 import os
 import re
+import ssl
 import sys
 import time
 
@@ -46,9 +50,16 @@ def write_whole(path: str, data: dict) -> None:
     os.rename(tmp, path)
 
 
-def serve(port: int, out_dir: str, reject: "re.Pattern | None") -> None:
+def serve(
+    port: int,
+    out_dir: str,
+    reject: "re.Pattern | None",
+    auth: "str | None",
+    tls: "tuple[str, str, str] | None",
+) -> None:
     try:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
     except ImportError:
         print(
             "smtp_sink: the Python package aiosmtpd is missing; install it with "
@@ -75,7 +86,37 @@ def serve(port: int, out_dir: str, reject: "re.Pattern | None") -> None:
             write_whole(os.path.join(out_dir, f"{time.time_ns():020d}-{n:06d}.json"), record)
             return f"250 2.0.0 OK queued as {n}"
 
-    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    options = {}
+    if auth is not None:
+        user, _, password = auth.partition(":")
+
+        def text(value: "bytes | str") -> str:
+            return value.decode() if isinstance(value, bytes) else value
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and text(auth_data.login) == user
+                and text(auth_data.password) == password
+            )
+            # handled=False: aiosmtpd sends the 235 or 535 reply itself.
+            return AuthResult(success=ok, handled=False)
+
+        options = {
+            "auth_required": True,
+            "auth_require_tls": False,
+            "authenticator": authenticator,
+        }
+    if tls is not None:
+        mode, cert, key = tls
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        if mode == "implicit":
+            options["ssl_context"] = context
+        else:
+            options["tls_context"] = context
+            options["require_starttls"] = True
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port, **options)
     controller.start()
     print("ready", flush=True)
     try:
@@ -89,6 +130,10 @@ def main() -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--dir")
     parser.add_argument("--reject")
+    parser.add_argument("--auth")
+    parser.add_argument("--tls", choices=["starttls", "implicit"])
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     parser.add_argument("--parse")
     args = parser.parse_args()
     if args.parse:
@@ -97,7 +142,9 @@ def main() -> None:
         return
     if args.port is None or args.dir is None:
         parser.error("--port and --dir are needed to serve")
-    serve(args.port, args.dir, re.compile(args.reject) if args.reject else None)
+    reject = re.compile(args.reject) if args.reject else None
+    tls = (args.tls, args.cert, args.key) if args.tls else None
+    serve(args.port, args.dir, reject, args.auth, tls)
 
 
 if __name__ == "__main__":

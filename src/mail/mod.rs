@@ -1,44 +1,78 @@
-//! Mail: what the service queues ([`MailJob`]), and the sender that delivers the outbox.
+//! Mail: what the service queues ([`MailJob`]) and the sender that delivers the outbox.
+//!
+//! - [`config`]: the `[mail]` settings and their checks.
+//! - [`templates`]: built-in and overriding templates, locales, the `{{variable}}` language.
+//! - `compose`: a job and its templates become a complete multipart message.
+//! - `transport`: `.eml` files or SMTP (lettre), and which failures are worth retrying.
+//! - `sender`: the loop over the outbox schedule, retries with backoff, dead letters.
+//!
+//! The service only queues: a reset request is answered once its mail is durably in the
+//! outbox, never after talking to a mail server.
+
+mod compose;
+pub mod config;
+mod sender;
+pub mod templates;
+mod transport;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+pub use config::MailConfig;
+pub use sender::Mailer;
 
-/// Mail settings.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MailConfig {
-    /// Directory the `file` transport writes `.eml` files into.
-    pub dir: PathBuf,
-}
-
-impl Default for MailConfig {
-    fn default() -> Self {
-        MailConfig {
-            dir: PathBuf::from("latchkey-data/mail"),
-        }
-    }
-}
-
-/// Delivers the outbox until `stop` is cancelled; `wake` is notified when mail is queued.
-pub async fn run(store: Store, config: MailConfig, wake: Arc<Notify>, stop: CancellationToken) {
-    let _ = (store, config, wake);
-    stop.cancelled().await;
+/// Why the mail sender cannot start. Each message names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A setting is unusable.
+    #[error("{key}: {reason}")]
+    Config {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file or directory a setting names cannot be read or created.
+    #[error("{key}: {}: {source}", path.display())]
+    Read {
+        /// The dotted key.
+        key: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A template in `mail.template_dir` is wrong.
+    #[error("mail template {}: {reason}", path.display())]
+    Template {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Which message a job is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MailKind {
     /// The reset link.
     PasswordReset,
     /// "Your password was changed."
     PasswordChanged,
+}
+
+impl MailKind {
+    /// The kind as serialised and as template files are named: `"password_reset"` or
+    /// `"password_changed"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MailKind::PasswordReset => "password_reset",
+            MailKind::PasswordChanged => "password_changed",
+        }
+    }
 }
 
 /// One message to send, as queued in the (sealed) outbox. Rendering happens at send time, so

@@ -3,12 +3,12 @@
 
 mod util;
 
-mod foundation;
-mod reset;
-mod mail;
-mod smtp;
-mod service;
-mod migration;
 mod cli;
-mod robustness;
 mod crash;
+mod foundation;
+mod mail;
+mod migration;
+mod reset;
+mod robustness;
+mod service;
+mod smtp;

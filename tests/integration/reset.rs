@@ -235,8 +235,13 @@ async fn of_racing_completions_of_one_token_exactly_one_wins() {
 
 #[tokio::test]
 async fn unknown_disabled_and_known_accounts_get_the_same_reply_and_only_known_get_mail() {
+    // Mail goes to an SMTP port nothing listens on, so it stays in the outbox to be counted.
     let daemon = Setup::new()
         .toml("[limits]\nreset_per_email = { burst = 10, per_secs = 60 }")
+        .toml(&format!(
+            "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"",
+            crate::smtp::free_port()
+        ))
         .start()
         .await;
     let client = daemon.client().await;
