@@ -106,6 +106,7 @@ pub async fn run(
         passwords,
         live: arc_swap::ArcSwap::from_pointee(Live::from_config(&config)),
         mail_wake: Arc::new(tokio::sync::Notify::new()),
+        mail_templates: mailer.templates(),
         metrics,
         config,
         started: Instant::now(),
@@ -230,8 +231,18 @@ async fn watchdog(store: Store, stop: CancellationToken) {
     }
 }
 
-/// Sections that SIGHUP applies live; everything else needs a restart.
-const LIVE_SECTIONS: [&str; 3] = ["reset", "limits", "events"];
+/// Settings that SIGHUP applies live, by dotted prefix; everything else needs a restart.
+const LIVE: [&str; 9] = [
+    "reset.",
+    "limits.",
+    "events.",
+    "mail.from",
+    "mail.reply_to",
+    "mail.product_name",
+    "mail.default_locale",
+    "mail.template_dir",
+    "mail.subjects.",
+];
 
 /// Re-reads the configuration and applies the live sections, logging every changed key and
 /// whether it took effect or needs a restart. A file that no longer loads changes nothing.
@@ -244,11 +255,15 @@ fn reload(state: &State, path: Option<&Path>) {
         }
     };
     let live = state.live.load();
-    let mut current = state.config.clone();
-    current.reset = live.reset.clone();
-    current.limits = live.limits.config().clone();
-    current.events = live.events.clone();
-    let (before, after) = (flatten(&current), flatten(&new));
+    let is_live = |key: &str| LIVE.iter().any(|prefix| key.starts_with(prefix));
+    // What is in force: live keys as last applied, the others as the daemon started.
+    let applied = flatten(&live.applied);
+    let mut before: BTreeMap<String, String> = flatten(&state.config)
+        .into_iter()
+        .filter(|(k, _)| !is_live(k))
+        .collect();
+    before.extend(applied.into_iter().filter(|(k, _)| is_live(k)));
+    let after = flatten(&new);
     let mut changed_live = false;
     let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     for key in keys {
@@ -257,29 +272,35 @@ fn reload(state: &State, path: Option<&Path>) {
             continue;
         }
         let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
-        let section = key.split('.').next().unwrap_or_default();
-        if LIVE_SECTIONS.contains(&section) {
+        if is_live(key) {
             changed_live = true;
             tracing::info!(key = %key, from = %show(old), to = %show(now), "reload: applied");
         } else {
             tracing::warn!(key = %key, from = %show(old), to = %show(now), "reload: changed, but needs a restart to take effect");
         }
     }
-    if changed_live {
-        let limits = if new.limits == *live.limits.config() {
-            live.limits.clone()
-        } else {
-            tracing::info!("reload: rate limits changed; their buckets start afresh");
-            Arc::new(crate::limits::Limits::new(&new.limits))
-        };
-        state.live.store(Arc::new(Live {
-            reset: new.reset.clone(),
-            events: new.events.clone(),
-            limits,
-        }));
-    } else {
+    // Template files may have changed on disk whatever the settings say: always re-read them.
+    match state.mail_templates.reload(&new.mail) {
+        Ok(()) => tracing::info!("reload: mail templates re-read"),
+        Err(e) => {
+            tracing::error!(error = %e, "reload: mail templates not reloaded; keeping the current ones")
+        }
+    }
+    if !changed_live {
         tracing::info!("reload: no live setting changed");
     }
+    let limits = if new.limits == *live.limits.config() {
+        live.limits.clone()
+    } else {
+        tracing::info!("reload: rate limits changed; their buckets start afresh");
+        Arc::new(crate::limits::Limits::new(&new.limits))
+    };
+    state.live.store(Arc::new(Live {
+        reset: new.reset.clone(),
+        events: new.events.clone(),
+        limits,
+        applied: new,
+    }));
 }
 
 /// A configuration as dotted keys and their values, secrets redacted, for comparing.

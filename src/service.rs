@@ -37,6 +37,8 @@ pub struct State {
     pub live: ArcSwap<Live>,
     /// Wakes the mail sender when a message is queued or retried.
     pub mail_wake: Arc<tokio::sync::Notify>,
+    /// Re-reads the mail templates on reload.
+    pub mail_templates: crate::mail::Templates,
     /// Call counts, latencies and levels.
     pub metrics: Metrics,
     /// The configuration the daemon started with (the live parts may have changed since:
@@ -54,6 +56,9 @@ pub struct Live {
     pub events: EventsConfig,
     /// The rate limiters, rebuilt when their settings change.
     pub limits: Arc<Limits>,
+    /// The whole configuration last loaded (at start or by a reload): its live settings are
+    /// in force, the others wait for a restart.
+    pub applied: Config,
 }
 
 impl Live {
@@ -63,6 +68,7 @@ impl Live {
             reset: config.reset.clone(),
             events: config.events.clone(),
             limits: Arc::new(Limits::new(&config.limits)),
+            applied: config.clone(),
         }
     }
 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use config::MailConfig;
-pub use sender::Mailer;
+pub use sender::{Mailer, Templates};
 
 /// Why the mail sender cannot start. Each message names the setting at fault.
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
@@ -49,8 +51,8 @@ const MAX_REASON_CHARS: usize = 500;
 
 /// The sender, set up and checked, before it runs.
 pub struct Mailer {
-    /// Builds messages.
-    composer: Composer,
+    /// Builds messages; swapped by [`Templates::reload`] on SIGHUP.
+    composer: Arc<ArcSwap<Composer>>,
     /// The transport, started when the sender runs.
     transport: TransportSetup,
     /// Attempts, backoff and jitter.
@@ -61,6 +63,24 @@ pub struct Mailer {
     send_timeout: Duration,
     /// How long deliveries in progress may take to finish on shutdown.
     shutdown_grace: Duration,
+}
+
+/// Re-reads what messages are made of: templates, subjects, the sender address, the product
+/// name and the default locale. Messages already queued are rendered at send time, so they
+/// get the new templates too.
+#[derive(Clone)]
+pub struct Templates {
+    /// The sender's composer.
+    composer: Arc<ArcSwap<Composer>>,
+}
+
+impl Templates {
+    /// Builds a composer from `config` and puts it in force; on error the old one stays.
+    pub fn reload(&self, config: &MailConfig) -> Result<(), SetupError> {
+        let composer = Composer::new(config)?;
+        self.composer.store(Arc::new(composer));
+        Ok(())
+    }
 }
 
 /// When to try again.
@@ -100,7 +120,7 @@ struct Shared {
     /// The outbox.
     store: Store,
     /// Builds messages.
-    composer: Composer,
+    composer: Arc<ArcSwap<Composer>>,
     /// Delivers them.
     transport: Transport,
     /// When to retry.
@@ -119,7 +139,7 @@ impl Mailer {
             reason,
         })?;
         Ok(Mailer {
-            composer: Composer::new(config)?,
+            composer: Arc::new(ArcSwap::from_pointee(Composer::new(config)?)),
             transport: TransportSetup::new(config, data_dir)?,
             policy: RetryPolicy {
                 max_attempts: config.max_attempts,
@@ -131,6 +151,14 @@ impl Mailer {
             send_timeout: Duration::from_secs(config.smtp.timeout_secs) * SEND_TIMEOUTS,
             shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         })
+    }
+
+    /// A handle that re-reads the templates, subjects and sender address while the sender
+    /// runs.
+    pub fn templates(&self) -> Templates {
+        Templates {
+            composer: self.composer.clone(),
+        }
     }
 
     /// Delivers the outbox until `stop` is cancelled; `wake` is notified when mail is queued
@@ -264,7 +292,11 @@ async fn deliver(shared: Arc<Shared>, message: OutboxMessage) {
         ))),
         Ok(job) => {
             let now = now_ms() / 1000;
-            match shared.composer.compose(&job, id, record.created_at, now) {
+            match shared
+                .composer
+                .load()
+                .compose(&job, id, record.created_at, now)
+            {
                 Err(e) => Err(Failure::permanent(e.to_string())),
                 Ok(mail) => {
                     let file_name = format!("{}-{id}.eml", record.created_at);

@@ -95,11 +95,42 @@ impl Store {
             let Some(id) = keys::second_u64(&key) else {
                 continue;
             };
-            if let Some(message) = self.mail(id)? {
-                due.push(message);
+            match self.mail(id) {
+                Ok(Some(message)) => due.push(message),
+                Ok(None) => {}
+                // One record that cannot be read (a damaged payload, a replaced key file) must
+                // not hold back every other message: it can never be sent, so it is set
+                // aside as dead, where an operator sees it.
+                Err(e @ StoreError::Corrupt { .. }) => self.bury(id, &key, &e.to_string())?,
+                Err(e) => return Err(e),
             }
         }
         Ok(due)
+    }
+
+    /// Marks a message that cannot be read as dead and takes it off the schedule.
+    fn bury(&self, id: u64, due_key: &[u8], reason: &str) -> Result<(), StoreError> {
+        tracing::error!(
+            id,
+            error = reason,
+            "outbox message cannot be read; marked dead"
+        );
+        let trees = &self.inner.trees;
+        trees.outbox_due.remove(due_key)?;
+        let Some(bytes) = trees.outbox.get(keys::user(id))? else {
+            return Ok(());
+        };
+        if let Ok(mut record) = decode::<OutboxRecord>(OUTBOX, &bytes) {
+            record.state = OutboxState::Dead;
+            record.last_error = Some(format!("cannot be read: {reason}"));
+            trees
+                .outbox
+                .insert(keys::user(id), super::encode(OUTBOX, &record)?)?;
+        } else {
+            // Not even the record decodes: nothing about it can be shown or retried.
+            trees.outbox.remove(keys::user(id))?;
+        }
+        Ok(())
     }
 
     /// When the earliest queued message is due (Unix milliseconds).
@@ -136,7 +167,13 @@ impl Store {
             }
             let (_, bytes) = kv?;
             let record: OutboxRecord = decode(OUTBOX, &bytes)?;
-            let payload = self.inner.seal.open(record.id, &record.payload)?;
+            // A payload that does not open is listed with an empty one: admins still see the
+            // message (dead, with its error) and can drop it.
+            let payload = self
+                .inner
+                .seal
+                .open(record.id, &record.payload)
+                .unwrap_or_default();
             out.push(OutboxMessage { record, payload });
         }
         Ok(out)
@@ -243,5 +280,47 @@ impl Tx<'_> {
         self.outbox_due
             .insert(&keys::due(record.next_attempt_ms, record.id), &[])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreadable_message_is_set_aside_and_does_not_block_the_others() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("tempdir: {e}"));
+        let store = Store::open(dir.path(), 1 << 20).unwrap_or_else(|e| unreachable!("open: {e}"));
+        let first = store.enqueue_mail(b"first", 10).await.unwrap_or_default();
+        let second = store.enqueue_mail(b"second", 10).await.unwrap_or_default();
+        // Damage the first payload, as a bad disk or a replaced key file would.
+        let key = keys::user(first);
+        let bytes = store
+            .inner
+            .trees
+            .outbox
+            .get(key)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut record: OutboxRecord =
+            decode(OUTBOX, &bytes).unwrap_or_else(|e| unreachable!("{e}"));
+        if let Some(b) = record.payload.last_mut() {
+            *b ^= 1;
+        }
+        let encoded = super::super::encode(OUTBOX, &record).unwrap_or_default();
+        assert!(store.inner.trees.outbox.insert(key, encoded).is_ok());
+
+        let due = store.due_mail(u64::MAX, 10).unwrap_or_default();
+        let ids: Vec<u64> = due.iter().map(|m| m.record.id).collect();
+        assert_eq!(ids, vec![second]);
+        assert_eq!(due[0].payload, b"second");
+        let listed = store.mail_after(0, 10).unwrap_or_default();
+        let dead = listed.iter().find(|m| m.record.id == first);
+        assert!(dead.is_some_and(|m| m.record.state == OutboxState::Dead
+            && m.record
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot be read"))));
     }
 }

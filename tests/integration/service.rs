@@ -297,3 +297,95 @@ async fn a_supplementary_member_of_the_app_group_gets_the_app_role_and_others_ar
     assert_eq!(stranger.status.code(), Some(3), "{stranger:?}");
     daemon.wait_for_log("refused connection").await;
 }
+
+/// The text of every `.eml` file the file transport wrote so far.
+fn mails(daemon: &Daemon) -> Vec<String> {
+    std::fs::read_dir(daemon.data_dir().join("mail"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect()
+}
+
+/// Waits up to 10 s for a mail to `to`.
+async fn mail_to(daemon: &Daemon, to: &str) -> String {
+    for _ in 0..500 {
+        if let Some(mail) = mails(daemon)
+            .into_iter()
+            .find(|m| m.contains(&format!("To: {to}")) || m.contains(&format!("<{to}>")))
+        {
+            return mail;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no mail to {to}; mails: {:?}", mails(daemon));
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_mail_templates() {
+    let daemon = Setup::new().start().await;
+    let client = daemon.client().await;
+    for email in ["before@example.com", "after@example.com"] {
+        client
+            .create_user(new_user(email, "template password 1"))
+            .await
+            .expect("create");
+    }
+    client
+        .request_password_reset("before@example.com", None, None)
+        .await
+        .expect("request");
+    let before = mail_to(&daemon, "before@example.com").await;
+    assert!(
+        !before.contains("Subject: Custom reset for Latchkey"),
+        "{before}"
+    );
+
+    let templates = daemon
+        .data_dir()
+        .parent()
+        .expect("test dir")
+        .join("templates/en");
+    std::fs::create_dir_all(&templates).expect("mkdir");
+    std::fs::write(
+        templates.join("password_reset.subject"),
+        "Custom reset for {{product}}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        templates.join("password_reset.txt"),
+        "Reset here: {{link}}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        templates.join("password_reset.html"),
+        "<p><a href=\"{{link}}\">Reset</a></p>\n",
+    )
+    .expect("write");
+    std::fs::write(templates.join("password_changed.txt"), "Changed.\n").expect("write");
+    std::fs::write(templates.join("password_changed.html"), "<p>Changed.</p>\n").expect("write");
+    let config = std::fs::read_to_string(daemon.config_file()).expect("read config");
+    let config = format!(
+        "{config}\n[mail]\ntemplate_dir = {:?}\n",
+        templates.parent().expect("dir").to_str().expect("utf-8")
+    );
+    std::fs::write(daemon.config_file(), config).expect("write config");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("mail templates re-read").await;
+    assert!(daemon
+        .log()
+        .lines()
+        .any(|l| l.contains("reload: applied") && l.contains("mail.template_dir")));
+    client
+        .request_password_reset("after@example.com", None, None)
+        .await
+        .expect("request");
+    let after = mail_to(&daemon, "after@example.com").await;
+    assert!(
+        after.contains("Subject: Custom reset for Latchkey"),
+        "{after}"
+    );
+    assert!(after.contains("Reset here: "), "{after}");
+}
