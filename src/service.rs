@@ -243,10 +243,7 @@ impl Service {
                 e => e.into(),
             })?;
         self.state.mail_wake.notify_one();
-        Ok(PasswordChanged {
-            user_id: updated.id,
-            credential_epoch: updated.credential_epoch,
-        })
+        Ok(updated.password_changed())
     }
 
     /// Replaces a bcrypt or weaker argon2 hash with one at the configured parameters, after
@@ -686,10 +683,7 @@ impl Latchkey for Service {
                     e => e.into(),
                 })?;
             self.state.mail_wake.notify_one();
-            Ok(PasswordChanged {
-                user_id: updated.id,
-                credential_epoch: updated.credential_epoch,
-            })
+            Ok(updated.password_changed())
         })
         .await
     }

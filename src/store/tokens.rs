@@ -6,6 +6,7 @@ use latchkey_client::UserStatus;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use super::users::PasswordChange;
 use super::{abort, decode, keys, NewEvent, Store, StoreError, Tx, TxResult, UserRecord};
 
 const TOKENS: &str = "selector_token";
@@ -251,16 +252,17 @@ impl Store {
             ) {
                 return abort(StoreError::TokenRejected);
             }
-            tx.apply_password(&mut user, password_hash, now)?;
             token.used_at = Some(now);
             Tx::put(tx.tokens, TOKENS, selector, &token)?;
-            tx.revoke_user_tokens(user.id, Some(*selector))?;
             let mut event = event.clone();
             event.user_id = Some(user.id);
-            tx.append_event(&event)?;
-            if let Some(notice) = &notice {
-                tx.enqueue(notice)?;
-            }
+            let change = PasswordChange {
+                password_hash,
+                now,
+                event: &event,
+                notice: notice.as_ref(),
+            };
+            tx.change_password(&mut user, &change, Some(*selector))?;
             Ok(user)
         })?;
         self.durable().await?;

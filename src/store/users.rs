@@ -1,9 +1,11 @@
 //! User records and the email index.
 
-use latchkey_client::{EventKind, User, UserStatus};
+use latchkey_client::{EventKind, PasswordChanged, User, UserStatus};
 use serde::{Deserialize, Serialize};
 
-use super::{abort, decode, keys, NewEvent, Store, StoreError, Tx, TxResult};
+use super::{
+    abort, decode, keys, EventRecord, NewEvent, OutboxRecord, Store, StoreError, Tx, TxResult,
+};
 
 pub(super) const USERS: &str = "userid_user";
 
@@ -35,6 +37,14 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
+    /// What a caller is told after a password change.
+    pub fn password_changed(&self) -> PasswordChanged {
+        PasswordChanged {
+            user_id: self.id,
+            credential_epoch: self.credential_epoch,
+        }
+    }
+
     /// The record as the API shows it, without the hash.
     pub fn to_api(&self) -> User {
         User {
@@ -245,12 +255,13 @@ impl Store {
             if record.credential_epoch != expected_epoch {
                 return abort(StoreError::Stale);
             }
-            tx.apply_password(&mut record, password_hash, now)?;
-            tx.revoke_user_tokens(id, None)?;
-            tx.append_event(&event)?;
-            if let Some(notice) = &notice {
-                tx.enqueue(notice)?;
-            }
+            let change = PasswordChange {
+                password_hash,
+                now,
+                event: &event,
+                notice: notice.as_ref(),
+            };
+            tx.change_password(&mut record, &change, None)?;
             Ok(record)
         })?;
         self.durable().await?;
@@ -276,18 +287,37 @@ impl Store {
     }
 }
 
+/// What goes with every password change, prepared before its transaction.
+pub(super) struct PasswordChange<'a> {
+    /// The new hash.
+    pub password_hash: &'a str,
+    /// The change time.
+    pub now: u64,
+    /// The event to record.
+    pub event: &'a EventRecord,
+    /// The notice to queue.
+    pub notice: Option<&'a OutboxRecord>,
+}
+
 impl Tx<'_> {
-    /// Sets a new hash on `record`, bumps its epoch and writes it.
-    pub(super) fn apply_password(
+    /// Every password change, whatever caused it: the new hash, a bumped epoch and change
+    /// time, every reset token of the user revoked but `keep`, the event and the notice.
+    pub(super) fn change_password(
         &self,
         record: &mut UserRecord,
-        password_hash: &str,
-        now: u64,
+        change: &PasswordChange<'_>,
+        keep: Option<[u8; 16]>,
     ) -> TxResult<()> {
-        record.password_hash = password_hash.to_owned();
+        record.password_hash = change.password_hash.to_owned();
         record.credential_epoch += 1;
-        record.password_changed_at = now;
-        record.updated_at = now;
-        self.put_user(record)
+        record.password_changed_at = change.now;
+        record.updated_at = change.now;
+        self.put_user(record)?;
+        self.revoke_user_tokens(record.id, keep)?;
+        self.append_event(change.event)?;
+        if let Some(notice) = change.notice {
+            self.enqueue(notice)?;
+        }
+        Ok(())
     }
 }
