@@ -34,6 +34,14 @@ pub enum CallerRole {
 }
 
 /// A user as the daemon reports it. The password hash never leaves the daemon.
+///
+/// ```
+/// let json = r#"{"id":1,"email":"ada@example.com","name":"Ada","role":"user",
+///   "status":"active","locale":null,"created_at":1,"updated_at":1,
+///   "password_changed_at":1,"credential_epoch":0}"#;
+/// let user: latchkey_client::User = serde_json::from_str(json).unwrap();
+/// assert_eq!(user.status, latchkey_client::UserStatus::Active);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// The user's id.
@@ -59,6 +67,17 @@ pub struct User {
 }
 
 /// What `create_user` needs.
+///
+/// ```
+/// let new = latchkey_client::NewUser {
+///     email: "ada@example.com".into(),
+///     name: "Ada".into(),
+///     password: "correct horse battery staple".into(),
+///     role: None,
+///     locale: Some("en".into()),
+/// };
+/// assert_eq!(serde_json::to_value(&new).unwrap()["email"], "ada@example.com");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewUser {
     /// Email address; normalised (trimmed, lowercased) and unique.
@@ -99,6 +118,18 @@ pub struct Health {
 }
 
 /// What a presented reset token amounts to.
+///
+/// ```
+/// use latchkey_client::TokenState;
+/// let message = |state| match state {
+///     TokenState::Valid => "choose a new password",
+///     TokenState::Expired => "this link has expired; ask for a new one",
+///     TokenState::Used => "this link was used already",
+///     TokenState::Invalid => "this link is not valid",
+/// };
+/// assert_eq!(message(TokenState::Used), "this link was used already");
+/// assert_eq!(serde_json::to_string(&TokenState::Valid).unwrap(), r#""valid""#);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenState {
@@ -133,6 +164,11 @@ pub struct ResetLink {
 }
 
 /// Names an account by id or by email.
+///
+/// ```
+/// use latchkey_client::UserRef;
+/// assert_eq!(serde_json::to_string(&UserRef::Id(3)).unwrap(), r#"{"id":3}"#);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserRef {
@@ -229,6 +265,18 @@ pub enum EventKind {
 }
 
 /// One entry of the append-only event log. Holds no secret.
+///
+/// ```no_run
+/// # async fn demo(client: latchkey_client::Client, mut cursor: u64) -> Result<(), latchkey_client::Error> {
+/// use latchkey_client::EventKind;
+/// for event in client.events(cursor, 100).await? {
+///     cursor = event.seq;
+///     if matches!(event.kind, EventKind::ResetCompleted | EventKind::PasswordChanged) {
+///         // drop the sessions of event.user_id
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Position in the log; pass the last one seen as the cursor of the next `events` call.
@@ -245,6 +293,15 @@ pub struct Event {
 
 /// Errors every method may return. Stable and documented: match on the variant, show the
 /// message. Internal failures are reported only as [`ApiError::Unavailable`].
+///
+/// ```
+/// use latchkey_client::ApiError;
+/// let e = ApiError::RateLimited { retry_after_secs: 60 };
+/// assert_eq!(e.to_string(), "rate limited; retry after 60 s");
+/// // On the wire: {"RateLimited":{"retry_after_secs":60}}; unit variants are plain strings.
+/// assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"RateLimited":{"retry_after_secs":60}}"#);
+/// assert_eq!(serde_json::to_string(&ApiError::NotFound).unwrap(), r#""NotFound""#);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ApiError {
     /// The email address is not a plausible address (see the protocol docs for the rules).
