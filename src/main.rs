@@ -47,12 +47,16 @@ fn run() -> anyhow::Result<()> {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .context("invalid log.level")?;
     // Colour codes only for a terminal: in a file or the journal they are noise that breaks
-    // grep.
-    tracing_subscriber::fmt()
+    // grep. Under systemd (JOURNAL_STREAM is set) the journal stamps each line itself.
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;

@@ -362,3 +362,37 @@ async fn an_absurd_deadline_closes_its_connection_without_a_panic() {
     let log = daemon.log();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test]
+async fn a_reset_flood_from_many_ips_at_one_address_sends_one_mail() {
+    let daemon = Setup::new()
+        // Keep mail queued (nothing listens on port 9), so the outbox shows what was sent.
+        .toml("[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"")
+        .start()
+        .await;
+    let client = daemon.client().await;
+    client
+        .create_user(new_user("victim@example.com", "victim password 1"))
+        .await
+        .expect("create");
+    let mut accepted = 0;
+    let mut limited = 0;
+    for i in 0..50u8 {
+        let ip = format!("198.51.100.{i}");
+        match client
+            .request_password_reset("victim@example.com", Some(&ip), None)
+            .await
+        {
+            Ok(()) => accepted += 1,
+            Err(e) if matches!(e.api(), Some(ApiError::RateLimited { .. })) => limited += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((accepted, limited), (1, 49));
+    let outbox = client.outbox_list(0, 100).await.expect("outbox");
+    assert_eq!(
+        outbox.iter().filter(|m| m.kind == "password_reset").count(),
+        1,
+        "{outbox:?}"
+    );
+}
