@@ -30,10 +30,14 @@
 
 mod api;
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub use api::*;
+use tarpc::client::RpcError;
+use tarpc::context::Context;
 use tarpc::tokio_serde::formats::Json;
 use tokio_util::codec::LengthDelimitedCodec;
 
@@ -117,12 +121,45 @@ impl Default for ConnectOptions {
 
 /// A connection to `latchkeyd`. Cheap to clone; clones share the connection, and calls on it
 /// run concurrently.
+///
+/// When the connection is lost (the daemon restarted, say), the call that noticed fails with
+/// [`Error::Rpc`] (it may or may not have taken effect: re-read before retrying a change) and
+/// the client connects again, so later calls work once the daemon is back.
 #[derive(Clone, Debug)]
 pub struct Client {
-    /// The tarpc stub; use it directly for calls this wrapper does not cover.
-    inner: LatchkeyClient,
-    /// The deadline given to each call.
-    call_timeout: Duration,
+    /// The connection and how to make it again.
+    shared: Arc<Shared>,
+}
+
+/// What clones of a [`Client`] share.
+#[derive(Debug)]
+struct Shared {
+    /// The socket, for reconnecting.
+    path: PathBuf,
+    /// The options, for reconnecting.
+    options: ConnectOptions,
+    /// The current tarpc stub and its generation, bumped on every reconnect.
+    stub: RwLock<(u64, LatchkeyClient)>,
+}
+
+/// Opens one connection.
+async fn open(path: &Path, options: &ConnectOptions) -> Result<LatchkeyClient, Error> {
+    let connect_error = |source| Error::Connect {
+        path: path.display().to_string(),
+        source,
+    };
+    let stream = tokio::time::timeout(
+        options.connect_timeout,
+        tokio::net::UnixStream::connect(path),
+    )
+    .await
+    .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
+    .map_err(connect_error)?;
+    let framed = LengthDelimitedCodec::builder()
+        .max_frame_length(options.max_frame_bytes)
+        .new_framed(stream);
+    let transport = tarpc::serde_transport::new(framed, Json::default());
+    Ok(LatchkeyClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
 impl Client {
@@ -150,39 +187,76 @@ impl Client {
         path: impl AsRef<Path>,
         options: ConnectOptions,
     ) -> Result<Client, Error> {
-        let path = path.as_ref();
-        let connect_error = |source| Error::Connect {
-            path: path.display().to_string(),
-            source,
-        };
-        let stream = tokio::time::timeout(
-            options.connect_timeout,
-            tokio::net::UnixStream::connect(path),
-        )
-        .await
-        .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(connect_error)?;
-        let framed = LengthDelimitedCodec::builder()
-            .max_frame_length(options.max_frame_bytes)
-            .new_framed(stream);
-        let transport = tarpc::serde_transport::new(framed, Json::default());
-        let inner = LatchkeyClient::new(tarpc::client::Config::default(), transport).spawn();
+        let stub = open(path.as_ref(), &options).await?;
         Ok(Client {
-            inner,
-            call_timeout: options.call_timeout,
+            shared: Arc::new(Shared {
+                path: path.as_ref().to_path_buf(),
+                options,
+                stub: RwLock::new((0, stub)),
+            }),
         })
     }
 
-    /// The underlying tarpc stub, for callers who want to set their own context per call.
-    pub fn stub(&self) -> &LatchkeyClient {
-        &self.inner
+    /// The current tarpc stub, for callers who want to set their own context per call.
+    pub fn stub(&self) -> LatchkeyClient {
+        self.current().1
+    }
+
+    /// The current stub and its generation.
+    fn current(&self) -> (u64, LatchkeyClient) {
+        match self.shared.stub.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// A context whose deadline is this client's call timeout.
     fn context(&self) -> tarpc::context::Context {
         let mut ctx = tarpc::context::current();
-        ctx.deadline = Instant::now() + self.call_timeout;
+        ctx.deadline = Instant::now() + self.shared.options.call_timeout;
         ctx
+    }
+
+    /// Makes one call on the current connection; if the connection turns out to be gone,
+    /// connects again for the calls that follow.
+    async fn call<T, Fut>(
+        &self,
+        call: impl FnOnce(LatchkeyClient, Context) -> Fut,
+    ) -> Result<T, Error>
+    where
+        Fut: Future<Output = Result<Result<T, ApiError>, RpcError>>,
+    {
+        let (generation, stub) = self.current();
+        match call(stub, self.context()).await {
+            Ok(result) => Ok(result?),
+            Err(e) => {
+                if matches!(
+                    e,
+                    RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_)
+                ) {
+                    self.reconnect(generation).await;
+                }
+                Err(Error::Rpc(e))
+            }
+        }
+    }
+
+    /// Replaces the stub of `generation` with a new connection, unless another call did so
+    /// already. A failed attempt leaves the dead stub, so the next call tries again.
+    async fn reconnect(&self, generation: u64) {
+        if self.current().0 != generation {
+            return;
+        }
+        let Ok(stub) = open(&self.shared.path, &self.shared.options).await else {
+            return;
+        };
+        let mut guard = match self.shared.stub.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.0 == generation {
+            *guard = (generation + 1, stub);
+        }
     }
 
     /// Liveness, version and the role this connection was given.
@@ -194,7 +268,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn health(&self) -> Result<Health, Error> {
-        Ok(self.inner.health(self.context()).await??)
+        self.call(|c, ctx| async move { c.health(ctx).await }).await
     }
 
     /// Creates an account; fails with `EmailTaken`, `InvalidEmail` or `WeakPassword`.
@@ -211,7 +285,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn create_user(&self, user: NewUser) -> Result<User, Error> {
-        Ok(self.inner.create_user(self.context(), user).await??)
+        self.call(|c, ctx| async move { c.create_user(ctx, user).await })
+            .await
     }
 
     /// Looks an account up by id; `NotFound` if there is none.
@@ -222,7 +297,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn get_user(&self, id: UserId) -> Result<User, Error> {
-        Ok(self.inner.get_user(self.context(), id).await??)
+        self.call(|c, ctx| async move { c.get_user(ctx, id).await })
+            .await
     }
 
     /// Looks an account up by email; `NotFound` if there is none.
@@ -233,10 +309,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn find_user(&self, email: &str) -> Result<User, Error> {
-        Ok(self
-            .inner
-            .find_user(self.context(), email.to_owned())
-            .await??)
+        self.call(|c, ctx| async move { c.find_user(ctx, email.to_owned()).await })
+            .await
     }
 
     /// Checks a login. Every failure (wrong password, unknown email, disabled account) is
@@ -257,15 +331,16 @@ impl Client {
         password: &str,
         client_ip: Option<&str>,
     ) -> Result<User, Error> {
-        Ok(self
-            .inner
-            .verify_password(
-                self.context(),
+        self.call(|c, ctx| async move {
+            c.verify_password(
+                ctx,
                 email.to_owned(),
                 password.to_owned(),
                 client_ip.map(str::to_owned),
             )
-            .await??)
+            .await
+        })
+        .await
     }
 
     /// Changes a password after checking the current one. Revokes the user's reset tokens and
@@ -283,15 +358,16 @@ impl Client {
         current_password: &str,
         new_password: &str,
     ) -> Result<PasswordChanged, Error> {
-        Ok(self
-            .inner
-            .change_password(
-                self.context(),
+        self.call(|c, ctx| async move {
+            c.change_password(
+                ctx,
                 id,
                 current_password.to_owned(),
                 new_password.to_owned(),
             )
-            .await??)
+            .await
+        })
+        .await
     }
 
     /// Enables or disables an account (admin role).
@@ -302,7 +378,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn set_status(&self, id: UserId, status: UserStatus) -> Result<User, Error> {
-        Ok(self.inner.set_status(self.context(), id, status).await??)
+        self.call(|c, ctx| async move { c.set_status(ctx, id, status).await })
+            .await
     }
 
     /// Deletes an account and its tokens (admin role).
@@ -313,7 +390,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn delete_user(&self, id: UserId) -> Result<(), Error> {
-        Ok(self.inner.delete_user(self.context(), id).await??)
+        self.call(|c, ctx| async move { c.delete_user(ctx, id).await })
+            .await
     }
 
     /// Lists accounts in id order after `after` (0 for the start), at most `limit`, capped
@@ -330,10 +408,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn list_users(&self, after: UserId, limit: u32) -> Result<Vec<User>, Error> {
-        Ok(self
-            .inner
-            .list_users(self.context(), after, limit)
-            .await??)
+        self.call(|c, ctx| async move { c.list_users(ctx, after, limit).await })
+            .await
     }
 
     /// Sets a password without the current one (admin role). Revokes reset tokens and bumps
@@ -349,10 +425,8 @@ impl Client {
         id: UserId,
         new_password: &str,
     ) -> Result<PasswordChanged, Error> {
-        Ok(self
-            .inner
-            .set_password(self.context(), id, new_password.to_owned())
-            .await??)
+        self.call(|c, ctx| async move { c.set_password(ctx, id, new_password.to_owned()).await })
+            .await
     }
 
     /// Starts a password reset. Succeeds for any valid address, with or without an account,
@@ -371,15 +445,16 @@ impl Client {
         client_ip: Option<&str>,
         locale: Option<&str>,
     ) -> Result<(), Error> {
-        Ok(self
-            .inner
-            .request_password_reset(
-                self.context(),
+        self.call(|c, ctx| async move {
+            c.request_password_reset(
+                ctx,
                 email.to_owned(),
                 client_ip.map(str::to_owned),
                 locale.map(str::to_owned),
             )
-            .await??)
+            .await
+        })
+        .await
     }
 
     /// Says whether a reset token is usable, without using it: call it before showing the
@@ -401,14 +476,11 @@ impl Client {
         token: &str,
         client_ip: Option<&str>,
     ) -> Result<TokenCheck, Error> {
-        Ok(self
-            .inner
-            .check_reset_token(
-                self.context(),
-                token.to_owned(),
-                client_ip.map(str::to_owned),
-            )
-            .await??)
+        self.call(|c, ctx| async move {
+            c.check_reset_token(ctx, token.to_owned(), client_ip.map(str::to_owned))
+                .await
+        })
+        .await
     }
 
     /// Uses a reset token to set a new password. With `confirm_password`, both must match.
@@ -430,16 +502,17 @@ impl Client {
         confirm_password: Option<&str>,
         client_ip: Option<&str>,
     ) -> Result<PasswordChanged, Error> {
-        Ok(self
-            .inner
-            .complete_password_reset(
-                self.context(),
+        self.call(|c, ctx| async move {
+            c.complete_password_reset(
+                ctx,
                 token.to_owned(),
                 new_password.to_owned(),
                 confirm_password.map(str::to_owned),
                 client_ip.map(str::to_owned),
             )
-            .await??)
+            .await
+        })
+        .await
     }
 
     /// Makes a reset link for support staff (admin role). `lifetime_secs` defaults to the
@@ -457,10 +530,8 @@ impl Client {
         user: UserRef,
         lifetime_secs: Option<u64>,
     ) -> Result<ResetLink, Error> {
-        Ok(self
-            .inner
-            .admin_reset_link(self.context(), user, lifetime_secs)
-            .await??)
+        self.call(|c, ctx| async move { c.admin_reset_link(ctx, user, lifetime_secs).await })
+            .await
     }
 
     /// Events after the cursor `after` (0 for the start), oldest first, at most `limit`,
@@ -476,7 +547,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn events(&self, after: u64, limit: u32) -> Result<Vec<Event>, Error> {
-        Ok(self.inner.events(self.context(), after, limit).await??)
+        self.call(|c, ctx| async move { c.events(ctx, after, limit).await })
+            .await
     }
 
     /// Outbox messages with ids above `after`, at most `limit`, capped at 1000 (admin role).
@@ -489,10 +561,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn outbox_list(&self, after: u64, limit: u32) -> Result<Vec<OutboxMessage>, Error> {
-        Ok(self
-            .inner
-            .outbox_list(self.context(), after, limit)
-            .await??)
+        self.call(|c, ctx| async move { c.outbox_list(ctx, after, limit).await })
+            .await
     }
 
     /// Puts a message (typically a dead one) back in the queue, due now (admin role).
@@ -503,7 +573,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn outbox_retry(&self, id: u64) -> Result<(), Error> {
-        Ok(self.inner.outbox_retry(self.context(), id).await??)
+        self.call(|c, ctx| async move { c.outbox_retry(ctx, id).await })
+            .await
     }
 
     /// Deletes a message without sending it (admin role).
@@ -514,7 +585,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn outbox_drop(&self, id: u64) -> Result<(), Error> {
-        Ok(self.inner.outbox_drop(self.context(), id).await??)
+        self.call(|c, ctx| async move { c.outbox_drop(ctx, id).await })
+            .await
     }
 
     /// Metrics in the Prometheus (OpenMetrics) text format (admin role): calls by method and
@@ -527,7 +599,8 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn metrics(&self) -> Result<String, Error> {
-        Ok(self.inner.metrics(self.context()).await??)
+        self.call(|c, ctx| async move { c.metrics(ctx).await })
+            .await
     }
 
     /// Imports accounts with existing password hashes (admin role), at most 1000 per call
@@ -549,6 +622,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn import_users(&self, users: Vec<ImportUser>) -> Result<Vec<ImportOutcome>, Error> {
-        Ok(self.inner.import_users(self.context(), users).await??)
+        self.call(|c, ctx| async move { c.import_users(ctx, users).await })
+            .await
     }
 }

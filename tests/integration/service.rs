@@ -389,3 +389,20 @@ async fn sighup_rereads_the_mail_templates() {
     );
     assert!(after.contains("Reset here: "), "{after}");
 }
+
+#[tokio::test]
+async fn a_rust_client_connects_again_after_the_daemon_restarts() {
+    let mut daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    client.health().await.expect("before the restart");
+    daemon.restart().await;
+    // The call that finds the connection gone may fail (it cannot know whether the daemon
+    // saw it); the client connects again for the calls after it.
+    match client.health().await {
+        Ok(_) | Err(latchkey_client::Error::Rpc(_)) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    client.health().await.expect("after the restart");
+    let clone = client.clone();
+    clone.health().await.expect("clones share the new connection");
+}
