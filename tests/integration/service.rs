@@ -404,5 +404,8 @@ async fn a_rust_client_connects_again_after_the_daemon_restarts() {
     }
     client.health().await.expect("after the restart");
     let clone = client.clone();
-    clone.health().await.expect("clones share the new connection");
+    clone
+        .health()
+        .await
+        .expect("clones share the new connection");
 }

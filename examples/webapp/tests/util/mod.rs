@@ -1,0 +1,365 @@
+//! The harness of the end-to-end tests: a real SMTP server, the real daemon, the web app, and
+//! (in [`browser`]) headless Chromium driven over WebDriver.
+//!
+//! ```ignore
+//! let stack = Stack::start().await;          // SMTP sink, latchkeyd, the app
+//! stack.create_user("ada@example.com", "Ada", PASSWORD).await;
+//! let browser = Browser::start().await;       // chromedriver and Chromium
+//! browser.open(&stack.url("/forgot")).await;
+//! let mail = stack.sink.wait_for(1).await;
+//! ```
+//!
+//! The daemon runs in this process, through the `latchkeyd` library (`latchkeyd::run`, which
+//! the binary's `main` also calls), on a thread and runtime of its own, with a configuration
+//! made here. Why not the `latchkeyd` binary, as the daemon's own tests do: Cargo gives a test
+//! the path of a binary (`CARGO_BIN_EXE_*`) only for binaries of the test's own package, and
+//! building another package's binary from inside a test means a nested `cargo build`, which
+//! resolves features differently from `cargo test --workspace` and so rebuilds much of the
+//! dependency tree, slowly. A path into `target/` would work after `cargo test --workspace`
+//! but would run a missing or stale binary after `cargo test -p latchkey-webapp`. As a
+//! library the daemon is always the current code, built by the same `cargo test`; the app
+//! still reaches it only through its Unix socket, as it would a separate process.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+pub mod browser;
+pub mod http;
+pub mod sink;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use latchkey_client::{Client, ConnectOptions, NewUser, User};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub use browser::Browser;
+pub use sink::SmtpSink;
+
+/// How long the daemon may take to accept connections (start-up hashes once with argon2).
+const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The deadline of calls the tests make to the daemon: generous, for a busy machine.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A port nothing listens on now, from the kernel.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind a free port");
+    listener
+        .local_addr()
+        .expect("a bound socket has an address")
+        .port()
+}
+
+/// One request as the app received it, for checks on what the browser sent.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The method.
+    pub method: String,
+    /// The path and query.
+    pub uri: String,
+    /// The `Referer` header, if any.
+    pub referer: Option<String>,
+}
+
+/// The SMTP sink, the daemon and the app, started together and stopped when dropped.
+///
+/// The fields drop in order: the test's connection, then the daemon (the app was told to
+/// stop first), then the sink, which may still be taking a mail.
+pub struct Stack {
+    /// A connection to the daemon for the test's own calls.
+    client: Client,
+    /// The app's address.
+    app: SocketAddr,
+    /// Stops the app.
+    stop_app: Option<oneshot::Sender<()>>,
+    /// Every request the app received, in order.
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// The daemon.
+    daemon: Daemon,
+    /// The SMTP server the daemon delivers to.
+    pub sink: SmtpSink,
+}
+
+impl Stack {
+    /// Starts the SMTP sink, then the daemon (mailing links to the app's address), then the
+    /// app.
+    pub async fn start() -> Stack {
+        // The app's port goes into the daemon's link template, so bind it first.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("cannot bind the app's port");
+        let app = listener
+            .local_addr()
+            .expect("a bound socket has an address");
+        let sink = SmtpSink::start(free_port()).await;
+        let daemon = Daemon::start(app, sink.port()).await;
+
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let settings = latchkey_webapp::Settings::new(daemon.socket());
+        let router = latchkey_webapp::app(settings)
+            .expect("cannot make the app's keys")
+            .layer(axum::middleware::from_fn({
+                let seen = seen.clone();
+                move |request: Request, next: Next| {
+                    let seen = seen.clone();
+                    async move {
+                        let header = request.headers().get("referer");
+                        let entry = Seen {
+                            method: request.method().to_string(),
+                            uri: request.uri().to_string(),
+                            referer: header.map(|v| String::from_utf8_lossy(v.as_bytes()).into()),
+                        };
+                        seen.lock().expect("the request log").push(entry);
+                        next.run(request).await
+                    }
+                }
+            }));
+        let (stop_app, stopped) = oneshot::channel();
+        tokio::spawn(latchkey_webapp::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+
+        let options = ConnectOptions {
+            call_timeout: CALL_TIMEOUT,
+            ..ConnectOptions::default()
+        };
+        let client = Client::connect_with(daemon.socket(), options)
+            .await
+            .expect("cannot connect to the daemon");
+        Stack {
+            client,
+            app,
+            stop_app: Some(stop_app),
+            seen,
+            daemon,
+            sink,
+        }
+    }
+
+    /// The app's URL for `path`: `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app)
+    }
+
+    /// The start of every reset link the daemon mails.
+    pub fn link_prefix(&self) -> String {
+        self.url("/reset?token=")
+    }
+
+    /// The test's own connection to the daemon (admin role: same uid as the daemon).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates an account.
+    pub async fn create_user(&self, email: &str, name: &str, password: &str) -> User {
+        let user = NewUser {
+            email: email.into(),
+            name: name.into(),
+            password: password.into(),
+            role: None,
+            locale: None,
+        };
+        self.client
+            .create_user(user)
+            .await
+            .unwrap_or_else(|e| panic!("create_user({email}): {e}"))
+    }
+
+    /// Every request the app has received so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().expect("the request log").clone()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_app.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `latchkeyd` running in this process on a thread of its own; stopped (gracefully, as on
+/// SIGTERM) when dropped.
+struct Daemon {
+    /// Holds the socket and the data directory.
+    dir: TempDir,
+    /// Tells the daemon to stop.
+    stop: Option<oneshot::Sender<()>>,
+    /// The daemon's thread; its result is the daemon's.
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon with links to `app` and mail over SMTP to 127.0.0.1:`smtp_port`;
+    /// returns once its socket accepts connections.
+    async fn start(app: SocketAddr, smtp_port: u16) -> Daemon {
+        // A short prefix in the system temp dir keeps the socket path under the 108-byte limit.
+        let dir = tempfile::Builder::new()
+            .prefix("lk-web-")
+            .tempdir()
+            .expect("cannot create a temporary directory");
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        // Built from TOML here rather than loaded with Config::load, which would also read
+        // LATCHKEY_* variables from the test's environment. Short grace periods keep the
+        // shutdown at the end of a test quick; retries come a second or two apart.
+        let toml = format!(
+            r#"
+[server]
+socket = {socket:?}
+allow_root = true
+shutdown_grace_secs = 2
+[store]
+data_dir = {data:?}
+[reset]
+link_template = "http://{app}/reset?token={{token}}"
+[mail]
+transport = "smtp"
+backoff_base_secs = 1
+backoff_max_secs = 2
+shutdown_grace_secs = 2
+[mail.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+timeout_secs = 5
+"#,
+            socket = path("latchkey.sock"),
+            data = path("data"),
+        );
+        let config: latchkeyd::config::Config =
+            toml::from_str(&toml).unwrap_or_else(|e| panic!("bad daemon configuration: {e}"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("latchkeyd".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the daemon's runtime: {e}"))?;
+                let options = latchkeyd::Options {
+                    config,
+                    config_path: None,
+                    allow_root: true,
+                };
+                // Reloads are never asked for; the sender lives as long as the daemon.
+                let (_reload, reloads) = tokio::sync::mpsc::channel(1);
+                runtime
+                    .block_on(latchkeyd::run(
+                        options,
+                        async { drop(stopped.await) },
+                        reloads,
+                    ))
+                    .map_err(|e| format!("latchkeyd failed: {e}"))
+            })
+            .expect("cannot start the daemon's thread");
+        let mut daemon = Daemon {
+            dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        daemon.wait_until_listening().await;
+        daemon
+    }
+
+    /// The socket path.
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("latchkey.sock")
+    }
+
+    /// Waits until the socket accepts connections; fails if the daemon stops first.
+    async fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+        let socket = self.socket();
+        loop {
+            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let result = self.thread.take().map(|t| t.join());
+                panic!("latchkeyd stopped before accepting connections: {result:?}");
+            }
+            if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "latchkeyd did not accept connections on {} within {DAEMON_START_TIMEOUT:?}",
+                socket.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The data directory.
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let result = thread.join();
+            if !std::thread::panicking() {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => panic!("{e}"),
+                    Err(_) => panic!("the daemon's thread panicked"),
+                }
+            }
+        }
+    }
+}
+
+/// A stand-in for a webmail site showing one message: serves `html` at `/` on a site other
+/// than the app's (`localhost`, where the app is `127.0.0.1`), so clicking a link in it is a
+/// cross-site navigation, as from a real webmail. Stopped when dropped.
+pub struct Webmail {
+    /// Its address.
+    pub url: String,
+    /// Stops it.
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Webmail {
+    /// Serves the mail's HTML.
+    pub async fn serve(html: &str) -> Webmail {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("cannot bind the webmail's port");
+        let port = listener
+            .local_addr()
+            .expect("a bound socket has an address")
+            .port();
+        let page = axum::response::Html(html.to_owned());
+        let router = axum::Router::new().route("/", axum::routing::get(move || async { page }));
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Webmail {
+            url: format!("http://localhost:{port}/"),
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for Webmail {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
