@@ -48,6 +48,10 @@ pub struct ResetConfig {
     pub remember_secs: u64,
     /// How often expired tokens are swept.
     pub sweep_interval_secs: u64,
+    /// `request_password_reset` answers no sooner than this many milliseconds after it
+    /// started, for known and unknown addresses alike: the floor hides what differences in
+    /// work remain between the two. Keep it above the call's usual duration.
+    pub reply_floor_ms: u64,
 }
 
 impl Default for ResetConfig {
@@ -58,6 +62,7 @@ impl Default for ResetConfig {
             link_template: "http://localhost:3000/reset-password?token={token}".into(),
             remember_secs: 86400,
             sweep_interval_secs: 60,
+            reply_floor_ms: 5,
         }
     }
 }
@@ -295,6 +300,9 @@ impl Config {
                 "reset.link_template",
                 "must contain {token} exactly once",
             ));
+        }
+        if r.reply_floor_ms > 10_000 {
+            return Err(value("reset.reply_floor_ms", "must be at most 10000"));
         }
         if r.sweep_interval_secs == 0 {
             return Err(value("reset.sweep_interval_secs", "must be at least 1"));

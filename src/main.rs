@@ -46,12 +46,18 @@ fn run() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .context("invalid log.level")?;
+    // Log lines are written by a background thread, so a call never waits for stderr (the
+    // journal, a pipe, a slow terminal). Not lossy: when the queue is full, callers wait
+    // rather than lines being dropped. `_flush` writes what is queued when main returns.
+    let (writer, _flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     // Colour codes only for a terminal: in a file or the journal they are noise that breaks
     // grep. Under systemd (JOURNAL_STREAM is set) the journal stamps each line itself.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().init();
     } else {

@@ -261,6 +261,11 @@ async fn peer_without_a_role_is_disconnected() {
         Err(Error::Rpc(_)) => {}
         other => panic!("expected: Err(Rpc(_)), the connection closed\n     got: {other:?}"),
     }
+    // Log lines are written by a background thread: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refusals() <= before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         refusals() > before,
         "expected a \"refused connection\" line for our uid {} in the daemon log",
@@ -346,7 +351,28 @@ async fn sigterm_finishes_calls_in_flight() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Wait until the daemon holds all eight (finished, hashing or queued for a hash), so the
+    // signal lands while they are in flight and not before they were even sent.
+    let admin = daemon.client().await;
+    let metric = |text: &str, name: &str| -> usize {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = admin.metrics().await.expect("metrics");
+        let done = metric(
+            &text,
+            r#"latchkey_calls_total{method="create_user",outcome="ok"}"#,
+        );
+        let queued = metric(&text, "latchkey_hash_queue_depth");
+        if done + queued + 1 >= 8 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let status = daemon.terminate().await;
 
     let mut created = Vec::new();
@@ -416,11 +442,8 @@ async fn acknowledged_writes_survive_kill_9() {
 async fn log_written_to_a_file_has_no_terminal_escape_codes() {
     let daemon = Daemon::start().await;
     daemon.client().await.health().await.expect("health");
+    daemon.wait_for_log("ready").await;
     let log = daemon.log();
-    assert!(
-        log.contains("ready"),
-        "expected the start-up line in the daemon log"
-    );
     if let Some(line) = log.lines().find(|line| line.contains('\x1b')) {
         panic!("expected plain text in a log that is not a terminal\n     got: {line:?}");
     }

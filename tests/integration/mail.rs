@@ -202,7 +202,7 @@ async fn a_reset_mail_arrives_over_smtp_with_its_link_and_the_change_notice_foll
     assert!(!notice.text().contains("https://"), "{}", notice.text());
     assert_ne!(notice.header("Message-ID"), mail.header("Message-ID"));
 
-    assert!(daemon.log().contains("mail sent"), "{}", daemon.log());
+    daemon.wait_for_log("mail sent").await;
     daemon.assert_log_lacks(&[&link, token]);
 }
 
@@ -311,7 +311,7 @@ async fn a_permanently_rejected_address_goes_dead_without_holding_back_the_next_
         error.contains("550") && error.contains("recipient rejected"),
         "{error}"
     );
-    assert!(daemon.log().contains("giving up"), "{}", daemon.log());
+    daemon.wait_for_log("giving up").await;
 
     // An admin retry sends it once more (rejected again); a drop removes it for good.
     client.outbox_retry(dead.id).await.expect("outbox_retry");
