@@ -209,7 +209,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "info".into(),
+            level: "info,tarpc=warn".into(),
         }
     }
 }
