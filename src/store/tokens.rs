@@ -6,7 +6,7 @@ use latchkey_client::UserStatus;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::users::PasswordChange;
+use super::users::{PasswordChange, UserGate};
 use super::{abort, decode, keys, NewEvent, Store, StoreError, Tx, TxResult, UserRecord};
 
 const TOKENS: &str = "selector_token";
@@ -17,6 +17,7 @@ pub struct TokenRecord {
     /// Whose password the token resets.
     pub user_id: u64,
     /// SHA-256 of the verifier.
+    #[serde(with = "hex32")]
     pub verifier_hash: [u8; 32],
     /// The user's credential epoch when the token was issued; a later password change makes
     /// the token invalid.
@@ -62,7 +63,7 @@ pub enum TokenState {
 impl TokenRecord {
     /// Judges this record against a presented verifier hash, the owner's current record and
     /// the time. The hash comparison is constant-time.
-    fn state(&self, verifier_hash: &[u8; 32], user: Option<&UserRecord>, now: u64) -> TokenState {
+    fn state(&self, verifier_hash: &[u8; 32], user: Option<UserGate>, now: u64) -> TokenState {
         if !bool::from(self.verifier_hash.ct_eq(verifier_hash)) {
             return TokenState::Invalid;
         }
@@ -84,6 +85,76 @@ impl TokenRecord {
         TokenState::Valid {
             user_id: self.user_id,
             expires_at: self.expires_at,
+        }
+    }
+}
+
+/// `[u8; 32]` as 64 hex digits. Records written before 0.1 hold an array of 32 numbers,
+/// which is read too; decoding that array took most of a token check's time.
+mod hex32 {
+    use std::fmt;
+
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0u8; 64];
+        for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        d.deserialize_any(Hex32)
+    }
+
+    struct Hex32;
+
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+
+    impl<'de> Visitor<'de> for Hex32 {
+        type Value = [u8; 32];
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("32 bytes as 64 lowercase hex digits")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<[u8; 32], E> {
+            let digits = v.as_bytes();
+            if digits.len() != 64 {
+                return Err(E::invalid_length(digits.len(), &self));
+            }
+            let mut out = [0u8; 32];
+            for (b, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+                match (nibble(pair[0]), nibble(pair[1])) {
+                    (Some(hi), Some(lo)) => *b = hi << 4 | lo,
+                    _ => return Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+            Ok(out)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; 32], A::Error> {
+            let mut out = [0u8; 32];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+            }
+            if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                return Err(de::Error::invalid_length(33, &self));
+            }
+            Ok(out)
         }
     }
 }
@@ -219,8 +290,8 @@ impl Store {
             return Ok(TokenState::Invalid);
         };
         let record: TokenRecord = decode(TOKENS, &bytes)?;
-        let user = self.user(record.user_id)?;
-        Ok(record.state(verifier_hash, user.as_ref(), now))
+        let user = self.user_gate(record.user_id)?;
+        Ok(record.state(verifier_hash, user, now))
     }
 
     /// Uses a token: in one transaction, checks it again, sets the new password hash, bumps
@@ -247,7 +318,7 @@ impl Store {
                 return abort(StoreError::TokenRejected);
             };
             if !matches!(
-                token.state(verifier_hash, Some(&user), now),
+                token.state(verifier_hash, Some(UserGate::from(&user)), now),
                 TokenState::Valid { .. }
             ) {
                 return abort(StoreError::TokenRejected);
@@ -395,5 +466,49 @@ mod tests {
             store.check_token(&[7; 16], &wrong, 60).ok(),
             Some(TokenState::Invalid)
         );
+    }
+
+    #[test]
+    fn verifier_hashes_are_hex_and_old_number_arrays_still_read() {
+        let mut hash = [0u8; 32];
+        for (i, b) in hash.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37);
+        }
+        let record = TokenRecord {
+            user_id: 9,
+            verifier_hash: hash,
+            credential_epoch: 2,
+            issued_at: 3,
+            expires_at: 4,
+            used_at: None,
+            purge_at: 5,
+        };
+        let json = serde_json::to_string(&record).unwrap_or_default();
+        assert!(
+            json.contains(r#""verifier_hash":"00254a6f94b9de03"#),
+            "{json}"
+        );
+        let back: Option<TokenRecord> = serde_json::from_str(&json).ok();
+        assert_eq!(back.map(|r| r.verifier_hash), Some(hash));
+        // The format written before: an array of 32 numbers.
+        let with = |hash: serde_json::Value| {
+            let mut value = serde_json::to_value(&record).unwrap_or_default();
+            value["verifier_hash"] = hash;
+            serde_json::from_value::<TokenRecord>(value).map(|r| r.verifier_hash)
+        };
+        assert_eq!(with(serde_json::json!(hash.to_vec())).ok(), Some(hash));
+        // Anything else is refused.
+        let short = &hash[..31];
+        let long = [&hash[..], &[1]].concat();
+        for bad in [
+            serde_json::json!("00"),
+            serde_json::json!("g".repeat(64)),
+            serde_json::json!("A".repeat(64)),
+            serde_json::json!(short),
+            serde_json::json!(long),
+            serde_json::json!(7),
+        ] {
+            assert!(with(bad.clone()).is_err(), "{bad}");
+        }
     }
 }

@@ -62,6 +62,25 @@ impl UserRecord {
     }
 }
 
+/// The two fields of a user record a token check needs. Decoding only these skips the
+/// strings (email, name, password hash) that a check never looks at.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct UserGate {
+    /// Active or disabled.
+    pub status: UserStatus,
+    /// Bumped on every password change.
+    pub credential_epoch: u64,
+}
+
+impl From<&UserRecord> for UserGate {
+    fn from(user: &UserRecord) -> UserGate {
+        UserGate {
+            status: user.status,
+            credential_epoch: user.credential_epoch,
+        }
+    }
+}
+
 /// What the service hands over to create a user (already validated and hashed).
 #[derive(Clone, Debug)]
 pub struct NewUserRecord {
@@ -171,6 +190,14 @@ impl Store {
 
     /// The user with this id.
     pub fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
+        match self.inner.trees.users.get(keys::user(id))? {
+            Some(bytes) => Ok(Some(decode(USERS, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The status and credential epoch of the user with this id.
+    pub fn user_gate(&self, id: u64) -> Result<Option<UserGate>, StoreError> {
         match self.inner.trees.users.get(keys::user(id))? {
             Some(bytes) => Ok(Some(decode(USERS, &bytes)?)),
             None => Ok(None),
