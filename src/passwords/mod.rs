@@ -5,20 +5,24 @@
 //! commonly used passwords. The NFKC form is what gets hashed, so a password typed on another
 //! keyboard (full-width digits, a precomposed accent) still matches.
 //!
-//! Hashing is deliberately slow (tens of milliseconds), so it runs on tokio's blocking pool
-//! behind a semaphore: at most `max_concurrent_hashes` at once, and cheap calls never wait
-//! behind a hash on the async threads.
+//! Hashing is deliberately slow (tens of milliseconds), so it runs on dedicated threads
+//! (`workers`) behind a semaphore: at most `max_concurrent_hashes` at once, and cheap calls
+//! never wait behind a hash on the async threads.
+
+mod workers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Params, Version};
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use unicode_normalization::UnicodeNormalization;
+
+use self::workers::{Job, Scratch, Workers};
 
 use crate::config::PasswordConfig;
 
@@ -151,9 +155,12 @@ pub enum HashError {
     /// argon2 refused (bad parameters or a malformed stored hash).
     #[error("argon2: {0}")]
     Argon2(String),
-    /// The blocking task died.
-    #[error("hash task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    /// The hashing threads could not be started.
+    #[error("cannot start the hashing threads: {0}")]
+    Spawn(#[from] std::io::Error),
+    /// The hash was lost: the job panicked.
+    #[error("the hashing job failed")]
+    Lost,
     /// The pool is closed (shutting down).
     #[error("hash pool closed")]
     Closed,
@@ -172,8 +179,10 @@ struct Inner {
     argon2: Argon2<'static>,
     /// The configured policy.
     policy: PasswordConfig,
-    /// One permit per hash that may run at once.
-    permits: Semaphore,
+    /// One permit per hash that may run at once; each running hash holds one.
+    permits: Arc<Semaphore>,
+    /// The threads that hash.
+    workers: Workers,
     /// Calls waiting for a permit right now.
     waiting: AtomicUsize,
     /// Where the time spent waiting for a permit is recorded.
@@ -221,11 +230,14 @@ impl Passwords {
             .hash_password(&random)
             .map_err(|e| HashError::Argon2(e.to_string()))?
             .to_string();
+        let concurrency = concurrency.max(1);
+        let workers = Workers::start(concurrency, argon2.params().block_count())?;
         Ok(Passwords {
             inner: Arc::new(Inner {
                 argon2,
                 policy: policy.clone(),
-                permits: Semaphore::new(concurrency.max(1)),
+                permits: Arc::new(Semaphore::new(concurrency)),
+                workers,
                 waiting: AtomicUsize::new(0),
                 wait_times,
                 dummy_hash,
@@ -270,12 +282,10 @@ impl Passwords {
     /// Hashes a password that passed [`Passwords::check_policy`].
     pub async fn hash(&self, normalised: String) -> Result<String, HashError> {
         let inner = self.inner.clone();
-        self.run(move || {
-            inner
-                .argon2
-                .hash_password(normalised.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| HashError::Argon2(e.to_string()))
+        self.run(move |scratch| {
+            scratch
+                .hash(&inner.argon2, normalised.as_bytes())
+                .map_err(HashError::Argon2)
         })
         .await?
     }
@@ -304,7 +314,7 @@ impl Passwords {
         };
         let real = stored.filter(|_| !oversized).map(str::to_owned);
         let inner = self.inner.clone();
-        self.run(move || {
+        self.run(move |scratch| {
             let phc = real.as_deref().unwrap_or(&inner.dummy_hash);
             if is_bcrypt(phc) {
                 let matched = bcrypt::verify(candidate.as_bytes(), phc).unwrap_or(false);
@@ -315,10 +325,9 @@ impl Passwords {
             }
             let parsed = PasswordHash::new(phc).map_err(|e| HashError::Argon2(e.to_string()))?;
             let normalised = Passwords::normalise(&candidate);
-            let matched = inner
-                .argon2
-                .verify_password(normalised.as_bytes(), &parsed)
-                .is_ok()
+            let matched = scratch
+                .verify(normalised.as_bytes(), &parsed)
+                .map_err(HashError::Argon2)?
                 && real.is_some();
             let rehash = matched && inner.weaker_than_configured(&parsed);
             Ok(Verdict { matched, rehash })
@@ -331,22 +340,53 @@ impl Passwords {
         self.inner.waiting.load(Ordering::Relaxed)
     }
 
-    /// Runs `work` on the blocking pool once a permit is free.
+    /// Runs `work` on a hashing thread once a permit is free. The permit travels with the
+    /// job and is given back by the thread when the hash is done, so the next caller's hash
+    /// starts without waiting for this caller's task to be polled.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        self.inner.waiting.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let permit = self.inner.permits.acquire().await;
-        self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        let waiting = Waiting::enter(&self.inner.waiting);
+        let permit = self.inner.permits.clone().acquire_owned().await;
+        drop(waiting);
         self.inner
             .wait_times
             .observe(started.elapsed().as_secs_f64());
         let permit = permit.map_err(|_| HashError::Closed)?;
-        let result = tokio::task::spawn_blocking(work).await?;
-        drop(permit);
-        Ok(result)
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |scratch| {
+            // A caller that has gone (its deadline passed, its connection closed) needs no
+            // hash; the slot goes to the next one.
+            if !reply.is_closed() {
+                let _ = reply.send(work(scratch));
+            }
+            drop(permit);
+        });
+        self.inner
+            .workers
+            .submit(job)
+            .map_err(|()| HashError::Closed)?;
+        result.await.map_err(|_| HashError::Lost)
+    }
+}
+
+/// Counts one call in [`Inner::waiting`] while it lives. A guard, so a caller that goes away
+/// while it waits (its deadline passed, its connection closed) is counted out too.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Counts a caller in.
+    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -479,6 +519,33 @@ mod tests {
         assert!(check_stored_hash("$2b$10$tooshort").is_err());
         assert!(check_stored_hash("plaintext").is_err());
         assert!(check_stored_hash("$pbkdf2-sha256$29000$abc$def").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_while_waiting_leaves_the_queue() {
+        let p = passwords();
+        // One slot: the first hash holds it, the second caller waits for it.
+        let first = tokio::spawn({
+            let p = p.clone();
+            async move { p.hash("first password".into()).await }
+        });
+        let mut waited = 0;
+        while p.inner.permits.available_permits() > 0 && waited < 500 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            waited += 1;
+        }
+        let second = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            p.hash("second password".into()),
+        );
+        let depth_meanwhile = tokio::spawn({
+            let p = p.clone();
+            async move { p.queue_depth() }
+        });
+        assert!(second.await.is_err(), "the second caller gave up");
+        assert_eq!(depth_meanwhile.await.ok(), Some(1));
+        assert_eq!(p.queue_depth(), 0);
+        assert!(first.await.is_ok_and(|h| h.is_ok()));
     }
 }
 
