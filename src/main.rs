@@ -37,6 +37,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    tame_malloc();
     let args = Args::parse();
     let config = Config::load(args.config.as_deref()).context("invalid configuration")?;
     if args.check_config {
@@ -89,4 +90,25 @@ fn run() -> anyhow::Result<()> {
         latchkeyd::run(options, shutdown, reloads).await?;
         Ok(())
     })
+}
+
+/// Makes glibc give freed memory back to the system.
+///
+/// glibc raises its mmap and trim thresholds each time a large mmapped block is freed: after
+/// argon2's 19 MiB array the trim threshold is 38 MiB, so the rate limiters' tables, freed
+/// when a flood of keys idles out, stayed in the heap for good (66.6 MiB instead of 15.5 MiB
+/// in BENCHMARKS.md). Setting the trim threshold fixes both at their defaults and turns the
+/// adjustment off. A `GLIBC_TUNABLES` setting given by the operator still wins.
+fn tame_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
+        if !tuned {
+            // SAFETY: mallopt only sets allocator parameters; it is called before any other
+            // thread exists.
+            unsafe {
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+            }
+        }
+    }
 }
