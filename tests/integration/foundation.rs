@@ -449,6 +449,35 @@ async fn log_written_to_a_file_has_no_terminal_escape_codes() {
     }
 }
 
+/// Issue 8: a line per health check or token check flooded the journal and cost a fifth of
+/// such a call's throughput, so successful reads are logged at debug. What an operator audits
+/// (writes, logins, refusals) stays at info.
+#[tokio::test]
+async fn writes_logins_and_refusals_are_logged_at_info_but_successful_reads_are_not() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    client.health().await.expect("health");
+    let user = client
+        .create_user(new_user("quiet@example.com", "a long enough password"))
+        .await
+        .expect("create_user");
+    client.get_user(user.id).await.expect("get_user");
+    assert_api_error(
+        client
+            .verify_password("quiet@example.com", "the wrong password", None)
+            .await,
+        ApiError::InvalidCredentials,
+    );
+    daemon.wait_for_log(r#"method="verify_password""#).await;
+    let log = daemon.log();
+    for logged in [r#"method="create_user""#, r#"method="verify_password""#] {
+        assert!(log.contains(logged), "expected {logged} in the log\n{log}");
+    }
+    for quiet in [r#"method="health""#, r#"method="get_user""#] {
+        assert!(!log.contains(quiet), "expected no {quiet} at info\n{log}");
+    }
+}
+
 #[tokio::test]
 async fn cli_manages_users_without_passwords_in_argv_or_log() {
     let daemon = Daemon::start().await;
