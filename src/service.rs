@@ -131,26 +131,41 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Calls that change nothing; their successful calls are logged at debug level.
-const READ_ONLY: &[&str] = &[
-    "health",
-    "get_user",
-    "find_user",
-    "list_users",
-    "check_reset_token",
-    "events",
-    "outbox_list",
-    "metrics",
-];
-
 impl Service {
-    /// Runs one call: refuses it if the role does not allow it, then logs one line with the
-    /// method, the caller and the outcome. Arguments are never logged: they hold secrets.
+    /// Runs one call: refuses it if the role does not allow it, then logs one line at info
+    /// with the method, the caller and the outcome. Arguments are never logged: they hold
+    /// secrets.
     async fn call<T>(
         &self,
         method: &'static str,
         needs: Needs,
         body: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.logged(method, needs, body, |_| false).await
+    }
+
+    /// Runs a call that changes nothing, like [`Service::call`], but logs its line at debug
+    /// when it succeeds with a reply that `quiet` accepts. A line per health check or valid
+    /// token check is noise to an operator and cost a fifth of such a call's throughput
+    /// (BENCHMARKS.md); refusals, errors and replies `quiet` rejects (a token that is not
+    /// valid) stay at info, and metrics count every call.
+    async fn read<T>(
+        &self,
+        method: &'static str,
+        needs: Needs,
+        body: impl Future<Output = Result<T, ApiError>>,
+        quiet: impl FnOnce(&T) -> bool,
+    ) -> Result<T, ApiError> {
+        self.logged(method, needs, body, quiet).await
+    }
+
+    /// What [`Service::call`] and [`Service::read`] share.
+    async fn logged<T>(
+        &self,
+        method: &'static str,
+        needs: Needs,
+        body: impl Future<Output = Result<T, ApiError>>,
+        quiet: impl FnOnce(&T) -> bool,
     ) -> Result<T, ApiError> {
         let started = Instant::now();
         let result = if needs == Needs::Admin && self.peer.role != CallerRole::Admin {
@@ -166,10 +181,7 @@ impl Service {
         self.state.metrics.call(method, outcome, took);
         let micros = took.as_micros() as u64;
         let (uid, pid) = (self.peer.uid, self.peer.pid);
-        // Successful reads are logged at debug: a line per health check or token check is
-        // noise to an operator and cost a fifth of such a call's throughput (BENCHMARKS.md).
-        // Writes, logins, refusals and errors stay at info; metrics count every call.
-        if result.is_ok() && READ_ONLY.contains(&method) {
+        if result.as_ref().is_ok_and(quiet) {
             tracing::debug!(method, uid, pid, outcome, micros, "call");
         } else {
             tracing::info!(method, uid, pid, outcome, micros, "call");
@@ -364,14 +376,19 @@ impl Service {
 
 impl Latchkey for Service {
     async fn health(self, _: Context) -> Result<Health, ApiError> {
-        self.call("health", Needs::App, async {
-            Ok(Health {
-                status: "ok".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                uptime_secs: self.state.started.elapsed().as_secs(),
-                caller_role: self.peer.role,
-            })
-        })
+        self.read(
+            "health",
+            Needs::App,
+            async {
+                Ok(Health {
+                    status: "ok".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    uptime_secs: self.state.started.elapsed().as_secs(),
+                    caller_role: self.peer.role,
+                })
+            },
+            |_| true,
+        )
         .await
     }
 
@@ -410,18 +427,26 @@ impl Latchkey for Service {
     }
 
     async fn get_user(self, _: Context, id: UserId) -> Result<User, ApiError> {
-        self.call("get_user", Needs::App, async {
-            Ok(self.user_record(id)?.to_api())
-        })
+        self.read(
+            "get_user",
+            Needs::App,
+            async { Ok(self.user_record(id)?.to_api()) },
+            |_| true,
+        )
         .await
     }
 
     async fn find_user(self, _: Context, email: String) -> Result<User, ApiError> {
-        self.call("find_user", Needs::App, async {
-            let email = validate::email(&email)?;
-            let record = self.state.store.user_by_email(&email)?;
-            Ok(record.ok_or(ApiError::NotFound)?.to_api())
-        })
+        self.read(
+            "find_user",
+            Needs::App,
+            async {
+                let email = validate::email(&email)?;
+                let record = self.state.store.user_by_email(&email)?;
+                Ok(record.ok_or(ApiError::NotFound)?.to_api())
+            },
+            |_| true,
+        )
         .await
     }
 
@@ -533,10 +558,15 @@ impl Latchkey for Service {
         after: UserId,
         limit: u32,
     ) -> Result<Vec<User>, ApiError> {
-        self.call("list_users", Needs::Admin, async {
-            let users = self.state.store.users_after(after, page(limit))?;
-            Ok(self.fit_frame(users.iter().map(UserRecord::to_api).collect()))
-        })
+        self.read(
+            "list_users",
+            Needs::Admin,
+            async {
+                let users = self.state.store.users_after(after, page(limit))?;
+                Ok(self.fit_frame(users.iter().map(UserRecord::to_api).collect()))
+            },
+            |_| true,
+        )
         .await
     }
 
@@ -635,29 +665,34 @@ impl Latchkey for Service {
         token: String,
         client_ip: Option<String>,
     ) -> Result<TokenCheck, ApiError> {
-        self.call("check_reset_token", Needs::App, async {
-            let ip = validate::client_ip(client_ip.as_deref())?;
-            self.state.limits().token_use(ip)?;
-            let (_, state) = self.judge_token(&token)?;
-            Ok(match state {
-                store::TokenState::Valid { expires_at, .. } => TokenCheck {
-                    state: TokenState::Valid,
-                    expires_at: Some(expires_at),
-                },
-                store::TokenState::Expired => TokenCheck {
-                    state: TokenState::Expired,
-                    expires_at: None,
-                },
-                store::TokenState::Used => TokenCheck {
-                    state: TokenState::Used,
-                    expires_at: None,
-                },
-                store::TokenState::Invalid => TokenCheck {
-                    state: TokenState::Invalid,
-                    expires_at: None,
-                },
-            })
-        })
+        self.read(
+            "check_reset_token",
+            Needs::App,
+            async {
+                let ip = validate::client_ip(client_ip.as_deref())?;
+                self.state.limits().token_use(ip)?;
+                let (_, state) = self.judge_token(&token)?;
+                Ok(match state {
+                    store::TokenState::Valid { expires_at, .. } => TokenCheck {
+                        state: TokenState::Valid,
+                        expires_at: Some(expires_at),
+                    },
+                    store::TokenState::Expired => TokenCheck {
+                        state: TokenState::Expired,
+                        expires_at: None,
+                    },
+                    store::TokenState::Used => TokenCheck {
+                        state: TokenState::Used,
+                        expires_at: None,
+                    },
+                    store::TokenState::Invalid => TokenCheck {
+                        state: TokenState::Invalid,
+                        expires_at: None,
+                    },
+                })
+            },
+            |check| check.state == TokenState::Valid,
+        )
         .await
     }
 
@@ -769,9 +804,12 @@ impl Latchkey for Service {
     }
 
     async fn events(self, _: Context, after: u64, limit: u32) -> Result<Vec<Event>, ApiError> {
-        self.call("events", Needs::Admin, async {
-            Ok(self.fit_frame(self.state.store.events_after(after, page(limit))?))
-        })
+        self.read(
+            "events",
+            Needs::Admin,
+            async { Ok(self.fit_frame(self.state.store.events_after(after, page(limit))?)) },
+            |_| true,
+        )
         .await
     }
 
@@ -781,10 +819,15 @@ impl Latchkey for Service {
         after: u64,
         limit: u32,
     ) -> Result<Vec<OutboxMessage>, ApiError> {
-        self.call("outbox_list", Needs::Admin, async {
-            let messages = self.state.store.mail_after(after, page(limit))?;
-            Ok(self.fit_frame(messages.iter().map(outbox_view).collect()))
-        })
+        self.read(
+            "outbox_list",
+            Needs::Admin,
+            async {
+                let messages = self.state.store.mail_after(after, page(limit))?;
+                Ok(self.fit_frame(messages.iter().map(outbox_view).collect()))
+            },
+            |_| true,
+        )
         .await
     }
 
@@ -798,16 +841,21 @@ impl Latchkey for Service {
     }
 
     async fn metrics(self, _: Context) -> Result<String, ApiError> {
-        self.call("metrics", Needs::Admin, async {
-            let state = self.state.clone();
-            // Reading the outbox levels walks a tree; keep it off the async threads.
-            tokio::task::spawn_blocking(move || state.metrics.render(&state))
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "metrics task failed");
-                    ApiError::Unavailable
-                })
-        })
+        self.read(
+            "metrics",
+            Needs::Admin,
+            async {
+                let state = self.state.clone();
+                // Reading the outbox levels walks a tree; keep it off the async threads.
+                tokio::task::spawn_blocking(move || state.metrics.render(&state))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "metrics task failed");
+                        ApiError::Unavailable
+                    })
+            },
+            |_| true,
+        )
         .await
     }
 

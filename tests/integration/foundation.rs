@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use latchkey_client::{ApiError, CallerRole, Error, User, UserStatus};
+use latchkey_client::{ApiError, CallerRole, Error, TokenState, User, UserRef, UserStatus};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
@@ -451,31 +451,52 @@ async fn log_written_to_a_file_has_no_terminal_escape_codes() {
 
 /// Issue 8: a line per health check or token check flooded the journal and cost a fifth of
 /// such a call's throughput, so successful reads are logged at debug. What an operator audits
-/// (writes, logins, refusals) stays at info.
+/// (writes, logins, refusals, tokens that do not check out) stays at info.
 #[tokio::test]
-async fn writes_logins_and_refusals_are_logged_at_info_but_successful_reads_are_not() {
+async fn writes_logins_refusals_and_bad_tokens_are_logged_at_info_but_successful_reads_are_not() {
     let daemon = Daemon::start().await;
     let client = daemon.client().await;
     client.health().await.expect("health");
     let user = client
-        .create_user(new_user("quiet@example.com", "a long enough password"))
+        .create_user(new_user("quiet@example.com", PASSWORD))
         .await
         .expect("create_user");
     client.get_user(user.id).await.expect("get_user");
+    let link = client
+        .admin_reset_link(UserRef::Id(user.id), None)
+        .await
+        .expect("admin_reset_link");
+    let token = crate::reset::token_of(&link.link);
+    let valid = client.check_reset_token(&token, None).await;
+    assert_eq!(valid.map(|c| c.state).ok(), Some(TokenState::Valid));
     assert_api_error(
         client
             .verify_password("quiet@example.com", "the wrong password", None)
             .await,
         ApiError::InvalidCredentials,
     );
+    // The lines are written in call order: once the refused login's line is there, the
+    // lines of the calls before it are too.
     daemon.wait_for_log(r#"method="verify_password""#).await;
     let log = daemon.log();
-    for logged in [r#"method="create_user""#, r#"method="verify_password""#] {
+    for logged in [r#"method="create_user""#, r#"method="admin_reset_link""#] {
         assert!(log.contains(logged), "expected {logged} in the log\n{log}");
     }
-    for quiet in [r#"method="health""#, r#"method="get_user""#] {
+    for quiet in [
+        r#"method="health""#,
+        r#"method="get_user""#,
+        r#"method="check_reset_token""#,
+    ] {
         assert!(!log.contains(quiet), "expected no {quiet} at info\n{log}");
     }
+    // A token that does not check out is logged.
+    let mut forged = token.clone().into_bytes();
+    let at = forged.len() - 5;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("a token is ASCII");
+    let invalid = client.check_reset_token(&forged, None).await;
+    assert_eq!(invalid.map(|c| c.state).ok(), Some(TokenState::Invalid));
+    daemon.wait_for_log(r#"method="check_reset_token""#).await;
 }
 
 #[tokio::test]
