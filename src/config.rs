@@ -267,6 +267,14 @@ impl Config {
         if p.iterations < 2 {
             return Err(value("passwords.iterations", "must be at least 2"));
         }
+        if p.memory_kib > crate::passwords::MAX_MEMORY_KIB {
+            return Err(value(
+                "passwords.memory_kib",
+                &format!("must be at most {}", crate::passwords::MAX_MEMORY_KIB),
+            ));
+        }
+        crate::passwords::check_argon2_cost(p.memory_kib, p.iterations)
+            .map_err(|reason| value("passwords.iterations", &reason))?;
         if p.parallelism < 1 {
             return Err(value("passwords.parallelism", "must be at least 1"));
         }
@@ -456,6 +464,11 @@ mod tests {
         };
         check("[server]\nsockett = \"x\"\n", "sockett");
         check("[passwords]\nmemory_kib = 4096\n", "passwords.memory_kib");
+        check(
+            "[passwords]\nmemory_kib = 4194304\n",
+            "passwords.memory_kib",
+        );
+        check("[passwords]\niterations = 1000\n", "passwords.iterations");
         check("[passwords]\nmin_chars = 6\n", "passwords.min_chars");
         check(
             "[reset]\ntoken_lifetime_secs = 90000\n",

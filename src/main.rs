@@ -97,8 +97,10 @@ fn run() -> anyhow::Result<()> {
 /// glibc raises its mmap and trim thresholds each time a large mmapped block is freed: after
 /// argon2's 19 MiB array the trim threshold is 38 MiB, so the rate limiters' tables, freed
 /// when a flood of keys idles out, stayed in the heap for good (66.6 MiB instead of 15.5 MiB
-/// in BENCHMARKS.md). Setting the trim threshold fixes both at their defaults and turns the
-/// adjustment off. A `GLIBC_TUNABLES` setting given by the operator still wins.
+/// in BENCHMARKS.md). Setting the trim threshold (to 1 MiB, eight times glibc's default)
+/// turns the dynamic adjustment off for both thresholds, leaving the mmap threshold at its
+/// default. An operator who sets any `glibc.malloc.*` tunable in `GLIBC_TUNABLES` keeps
+/// glibc's behaviour with those settings instead.
 fn tame_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -132,21 +132,63 @@ fn is_bcrypt(hash: &str) -> bool {
     ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
 }
 
-/// Checks that a hash brought in from elsewhere is one `verify` understands: bcrypt (`$2a$`,
-/// `$2b$`, `$2y$`, cost 4 to 31) or an argon2 PHC string. Returns why not.
+/// The most memory one argon2 hash may take, configured or imported: 2 GiB, RFC 9106's first
+/// recommended setting. Each hashing slot may hold that much at once.
+pub const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+
+/// The most argon2 work one hash may take, configured or imported: memory × passes in KiB,
+/// four passes over 2 GiB, a few seconds on one core. A stored hash with a huge cost would
+/// hold a hashing slot for hours at every login, or abort the daemon on allocation.
+pub const MAX_WORK_KIB: u64 = 4 * MAX_MEMORY_KIB as u64;
+
+/// The highest bcrypt cost accepted from an import: 2^16 rounds, a few seconds per login.
+pub const MAX_BCRYPT_COST: u32 = 16;
+
+/// Checks argon2 parameters against [`MAX_MEMORY_KIB`] and [`MAX_WORK_KIB`].
+pub fn check_argon2_cost(memory_kib: u32, iterations: u32) -> Result<(), String> {
+    if memory_kib > MAX_MEMORY_KIB {
+        return Err(format!(
+            "argon2 memory of {memory_kib} KiB is more than the {MAX_MEMORY_KIB} KiB allowed"
+        ));
+    }
+    let work = u64::from(memory_kib) * u64::from(iterations);
+    if work > MAX_WORK_KIB {
+        return Err(format!(
+            "argon2 work of {memory_kib} KiB × {iterations} passes is more than the \
+             {MAX_WORK_KIB} KiB-passes allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that a hash brought in from elsewhere is one `verify` understands and can afford:
+/// bcrypt (`$2a$`, `$2b$`, `$2y$`, cost 4 to [`MAX_BCRYPT_COST`]) or an argon2 PHC string
+/// (argon2id, argon2i or argon2d, version 0x10 or 0x13, within [`check_argon2_cost`]).
+/// Returns why not.
 pub fn check_stored_hash(hash: &str) -> Result<(), String> {
     if is_bcrypt(hash) {
-        return hash
+        let parts = hash
             .parse::<bcrypt::HashParts>()
-            .map(|_| ())
-            .map_err(|e| format!("not a valid bcrypt hash: {e}"));
+            .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
+        let cost = parts.get_cost();
+        if cost > MAX_BCRYPT_COST {
+            return Err(format!(
+                "bcrypt cost {cost} is more than the {MAX_BCRYPT_COST} allowed"
+            ));
+        }
+        return Ok(());
     }
-    match PasswordHash::new(hash) {
-        Ok(parsed) if parsed.algorithm.as_str().starts_with("argon2") => Params::try_from(&parsed)
-            .map(|_| ())
-            .map_err(|e| format!("bad argon2 parameters: {e}")),
-        _ => Err("not a bcrypt ($2a$, $2b$, $2y$) or argon2 PHC hash".into()),
+    let parsed = match PasswordHash::new(hash) {
+        Ok(parsed) if parsed.algorithm.as_str().starts_with("argon2") => parsed,
+        _ => return Err("not a bcrypt ($2a$, $2b$, $2y$) or argon2 PHC hash".into()),
+    };
+    Algorithm::new(parsed.algorithm.as_str())
+        .map_err(|e| format!("unknown argon2 variant {}: {e}", parsed.algorithm))?;
+    if let Some(version) = parsed.version {
+        Version::try_from(version).map_err(|e| format!("bad argon2 version {version}: {e}"))?;
     }
+    let params = Params::try_from(&parsed).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+    check_argon2_cost(params.m_cost(), params.t_cost())
 }
 
 /// Hashing failed for a reason that is ours, not the caller's.
@@ -158,6 +200,9 @@ pub enum HashError {
     /// The hashing threads could not be started.
     #[error("cannot start the hashing threads: {0}")]
     Spawn(#[from] std::io::Error),
+    /// A stored hash that verification refuses to compute (see [`check_stored_hash`]).
+    #[error("stored hash refused: {0}")]
+    Refused(String),
     /// The hash was lost: the job panicked.
     #[error("the hashing job failed")]
     Lost,
@@ -313,6 +358,11 @@ impl Passwords {
             password.to_owned()
         };
         let real = stored.filter(|_| !oversized).map(str::to_owned);
+        // Only imports bring in other parameters, and they are checked; this also covers
+        // records stored before the limits existed.
+        if let Some(real) = &real {
+            check_stored_hash(real).map_err(HashError::Refused)?;
+        }
         let inner = self.inner.clone();
         self.run(move |scratch| {
             let phc = real.as_deref().unwrap_or(&inner.dummy_hash);
@@ -519,6 +569,46 @@ mod tests {
         assert!(check_stored_hash("$2b$10$tooshort").is_err());
         assert!(check_stored_hash("plaintext").is_err());
         assert!(check_stored_hash("$pbkdf2-sha256$29000$abc$def").is_err());
+    }
+
+    #[tokio::test]
+    async fn stored_hashes_beyond_the_cost_limits_are_refused_not_computed() {
+        let p = passwords();
+        let salt_and_hash = "c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc";
+        // 4 TiB of memory: allocating it aborted the daemon.
+        let huge = format!("$argon2id$v=19$m=4294967295,t=1,p=1${salt_and_hash}");
+        // Within the memory limit, but 2 GiB × 5 passes is too much work.
+        let slow = format!("$argon2id$v=19$m=2097152,t=5,p=1${salt_and_hash}");
+        let bcrypt = bcrypt::hash("legacy secret", 4).unwrap_or_default();
+        let costly_bcrypt = bcrypt.replacen("$04$", "$17$", 1);
+        for hash in [&huge, &slow, &costly_bcrypt] {
+            let why = check_stored_hash(hash);
+            assert!(
+                why.as_ref().is_err_and(|w| w.contains("allowed")),
+                "{hash}: {why:?}"
+            );
+            let verdict = p.verify("password", Some(hash)).await;
+            assert!(
+                matches!(verdict, Err(HashError::Refused(_))),
+                "{hash}: {verdict:?}"
+            );
+        }
+        // Variants and versions argon2 does not know are refused at import too.
+        for hash in [
+            format!("$argon2id$v=18$m=19456,t=2,p=1${salt_and_hash}"),
+            format!("$argon2x$v=19$m=19456,t=2,p=1${salt_and_hash}"),
+        ] {
+            assert!(check_stored_hash(&hash).is_err(), "{hash}");
+        }
+        // At the limits, and with the older version 0x10, a hash is accepted.
+        assert_eq!(
+            check_stored_hash(&format!("$argon2id$v=16$m=2097152,t=4,p=1${salt_and_hash}")),
+            Ok(())
+        );
+        assert_eq!(
+            check_stored_hash(&bcrypt.replacen("$04$", "$16$", 1)),
+            Ok(())
+        );
     }
 
     #[tokio::test]

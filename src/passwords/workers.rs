@@ -47,11 +47,12 @@ impl Scratch {
     ) -> Result<(), argon2::Error> {
         let count = argon2.params().block_count();
         if count > self.keep {
-            let mut once = vec![Block::default(); count];
+            let mut once = blocks(count)?;
             return argon2.hash_password_into_with_memory(password, salt, out, &mut once[..]);
         }
         if self.blocks.len() < count {
-            self.blocks = vec![Block::default(); self.keep];
+            self.blocks = Vec::new();
+            self.blocks = blocks(self.keep)?;
         }
         let blocks = &mut self.blocks[..count];
         argon2.hash_password_into_with_memory(password, salt, out, blocks)
@@ -104,6 +105,17 @@ impl Scratch {
         // `Output`'s equality is constant-time (subtle).
         Ok(Output::new(out).map_err(|e| e.to_string())? == *expected)
     }
+}
+
+/// A zeroed block array, or `OutOfMemory` where `vec!` would abort the whole daemon (as the
+/// argon2 crate's own allocation does).
+fn blocks(count: usize) -> Result<Vec<Block>, argon2::Error> {
+    let mut blocks = Vec::new();
+    blocks
+        .try_reserve_exact(count)
+        .map_err(|_| argon2::Error::OutOfMemory)?;
+    blocks.resize(count, Block::default());
+    Ok(blocks)
 }
 
 /// The hashing threads and the queue that feeds them. Dropping it ends the threads once
@@ -223,7 +235,8 @@ mod tests {
         reason = "the job must panic to test that the thread survives"
     )]
     fn threads_run_jobs_and_survive_a_panicking_one() {
-        let workers = Workers::start(2, 8);
+        // One thread: if the panic took it, the jobs after it would never run.
+        let workers = Workers::start(1, 8);
         let Ok(workers) = workers else {
             unreachable!("threads start");
         };
@@ -233,9 +246,18 @@ mod tests {
         assert!(workers.submit(boom_free(tx.clone(), 1)).is_ok());
         assert!(workers.submit(boom_free(tx.clone(), 2)).is_ok());
         assert!(workers.submit(boom_free(tx, 3)).is_ok());
-        let mut got: Vec<u32> = rx.iter().take(3).collect();
+        let wait = Duration::from_secs(10);
+        let mut got: Vec<u32> = (0..3).filter_map(|_| rx.recv_timeout(wait).ok()).collect();
         got.sort_unstable();
         assert_eq!(got, [1, 2, 3]);
+    }
+
+    #[test]
+    fn an_array_too_large_to_allocate_is_an_error_not_an_abort() {
+        assert!(matches!(
+            blocks(usize::MAX / 1024),
+            Err(argon2::Error::OutOfMemory)
+        ));
     }
 
     fn boom_free(tx: std::sync::mpsc::Sender<u32>, n: u32) -> Job {

@@ -89,6 +89,48 @@ async fn imported_bcrypt_accounts_log_in_and_are_upgraded_to_argon2id_once() {
     daemon.assert_log_lacks(&["old node password", &hash[7..]]);
 }
 
+/// Found in review: a stored argon2 hash asking for 4 TiB made the hashing thread's allocation
+/// abort the whole daemon at the first login, and a huge cost would hold a hashing slot for
+/// hours. Such hashes are refused at import, by name.
+#[tokio::test]
+async fn imported_hashes_too_costly_to_verify_are_refused_and_the_daemon_stays_up() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let tail = "c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc";
+    let bcrypt = bcrypt::hash("old password", 4).expect("bcrypt");
+    let outcomes = client
+        .import_users(vec![
+            import(
+                "huge@example.com",
+                &format!("$argon2id$v=19$m=4294967295,t=1,p=1${tail}"),
+            ),
+            import(
+                "slow@example.com",
+                &format!("$argon2id$v=19$m=65536,t=1000000,p=1${tail}"),
+            ),
+            import("bcrypt31@example.com", &bcrypt.replacen("$04$", "$31$", 1)),
+            import(
+                "v18@example.com",
+                &format!("$argon2id$v=18$m=65536,t=2,p=1${tail}"),
+            ),
+        ])
+        .await
+        .expect("import_users");
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Err(ApiError::InvalidInput { field, .. }) if field == "password_hash"),
+            "{outcomes:?}"
+        );
+    }
+    for email in ["huge@example.com", "slow@example.com"] {
+        assert_api_error(
+            client.verify_password(email, "password", None).await,
+            ApiError::InvalidCredentials,
+        );
+    }
+    client.health().await.expect("the daemon is still up");
+}
+
 #[tokio::test]
 async fn an_oversized_import_batch_is_refused_whole() {
     let daemon = Daemon::start().await;
