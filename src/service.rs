@@ -141,26 +141,15 @@ impl Service {
         needs: Needs,
         body: impl Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
-        self.logged(method, needs, body, |_| false).await
+        self.read(method, needs, body, |_| false).await
     }
 
-    /// Runs a call that changes nothing, like [`Service::call`], but logs its line at debug
-    /// when it succeeds with a reply that `quiet` accepts. A line per health check or valid
-    /// token check is noise to an operator and cost a fifth of such a call's throughput
+    /// Runs a call like [`Service::call`], but logs its line at debug when it succeeds with a
+    /// reply that `quiet` accepts: for calls that change nothing. A line per health check or
+    /// valid token check is noise to an operator and cost a fifth of such a call's throughput
     /// (BENCHMARKS.md); refusals, errors and replies `quiet` rejects (a token that is not
     /// valid) stay at info, and metrics count every call.
     async fn read<T>(
-        &self,
-        method: &'static str,
-        needs: Needs,
-        body: impl Future<Output = Result<T, ApiError>>,
-        quiet: impl FnOnce(&T) -> bool,
-    ) -> Result<T, ApiError> {
-        self.logged(method, needs, body, quiet).await
-    }
-
-    /// What [`Service::call`] and [`Service::read`] share.
-    async fn logged<T>(
         &self,
         method: &'static str,
         needs: Needs,
