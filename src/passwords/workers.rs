@@ -50,8 +50,8 @@ impl Scratch {
             let mut once = blocks(count)?;
             return argon2.hash_password_into_with_memory(password, salt, out, &mut once[..]);
         }
+        // The kept array is either empty (released while idle) or `keep` blocks long.
         if self.blocks.len() < count {
-            self.blocks = Vec::new();
             self.blocks = blocks(self.keep)?;
         }
         let blocks = &mut self.blocks[..count];
