@@ -6,129 +6,49 @@
 //! scripts play a fake one. On failure the test prints the script's output and the daemon's
 //! log. Both interpreters are required (CI has them); a missing one fails the test.
 //!
-//! A separate test binary from `tests/integration/`, so its harness is its own, kept small.
+//! A separate test binary from `tests/integration/`; the daemon comes from the shared
+//! harness, `latchkey-test-support`.
 
 use std::fs::File;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use latchkey_test_support::{path_str, Daemon, Setup};
 use tempfile::TempDir;
-
-/// The daemon under test.
-const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
-
-/// How long the daemon may take to accept connections: start-up hashes once with argon2,
-/// slow in an unoptimised build on a busy machine.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long one script may run. The flows hash about ten passwords; a loaded CI machine
 /// running the other test binaries alongside needs the margin.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A running daemon in its own directory; killed when dropped.
-struct Daemon {
-    /// Holds the socket, the data directory, the config and the logs; removed on drop.
-    dir: TempDir,
-    /// The process.
-    child: Child,
+/// Starts a daemon for the flows. They ask for several reset mails to one address; the
+/// default cooldown (one per 60 s) would refuse the second.
+async fn daemon() -> Daemon {
+    Setup::new()
+        .toml("[limits]\nreset_per_email = { burst = 100, per_secs = 60 }\n")
+        .start()
+        .await
 }
 
-impl Daemon {
-    /// Starts `latchkeyd` with its socket and data directory inside a fresh temporary
-    /// directory, and waits until the socket accepts connections.
-    fn start() -> Daemon {
-        // A short prefix in the system temp dir keeps the socket path well below the 108-byte
-        // limit of a Unix socket address.
-        let dir = tempfile::Builder::new()
-            .prefix("lk-poly-")
-            .tempdir()
-            .expect("cannot create a temporary directory");
-        // The flows ask for several reset mails to one address; the default cooldown (one per
-        // 60 s) would refuse the second. CI runs as root, which the daemon refuses unless told.
-        let config = format!(
-            "[server]\nsocket = {:?}\nallow_root = {}\n[store]\ndata_dir = {:?}\n\
-             [limits]\nreset_per_email = {{ burst = 100, per_secs = 60 }}\n",
-            path_str(&dir.path().join("latchkey.sock")),
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            unsafe { libc::geteuid() } == 0,
-            path_str(&dir.path().join("data")),
-        );
-        let config_file = dir.path().join("latchkeyd.toml");
-        std::fs::write(&config_file, config).expect("cannot write the configuration");
-        let log = File::create(dir.path().join("latchkeyd.log")).expect("cannot create the log");
-        let child = Command::new(LATCHKEYD)
-            .arg("--config")
-            .arg(&config_file)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cannot duplicate the log file"))
-            .stderr(log)
-            .spawn()
-            .expect("cannot start latchkeyd");
-        let mut daemon = Daemon { dir, child };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while UnixStream::connect(daemon.socket()).is_err() {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!(
-                    "latchkeyd exited with {status} at start-up\n{}",
-                    daemon.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "latchkeyd did not accept connections within {START_TIMEOUT:?}\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("latchkey.sock")
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("latchkeyd.log"));
-        format!("--- latchkeyd log ---\n{}", log.unwrap_or_default())
-    }
-
-    /// Runs `script` under `interpreter` with the socket and data directory as arguments and
-    /// fails the test, with the script's output and the daemon's log, unless it succeeds.
-    fn run_flow(&self, interpreter: &str, script: &str) {
-        let socket = self.socket();
-        let data_dir = self.data_dir();
-        // The mail sender currently writes into `latchkey-data/mail` under the daemon's working
-        // directory rather than into its data directory; the scripts look in both.
-        let stopgap_mail_dir = self.dir.path().join("latchkey-data").join("mail");
-        let args = [
-            path_str(&socket),
-            path_str(&data_dir),
-            path_str(&stopgap_mail_dir),
-        ];
-        let (status, output) = run_script(interpreter, script, &args, self.dir.path());
-        assert!(
-            status.success(),
-            "{interpreter} {script} failed ({status})\n{output}\n{}",
-            self.log()
-        );
-        println!("{output}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs `script` under `interpreter` with the socket and data directory as arguments and
+/// fails the test, with the script's output, unless it succeeds (the harness adds the
+/// daemon's log).
+fn run_flow(daemon: &Daemon, interpreter: &str, script: &str) {
+    let dir = daemon.dir();
+    // The mail sender currently writes into `latchkey-data/mail` under the daemon's working
+    // directory rather than into its data directory; the scripts look in both.
+    let stopgap_mail_dir = dir.join("latchkey-data").join("mail");
+    let args = [
+        path_str(daemon.socket()),
+        path_str(daemon.data_dir()),
+        path_str(&stopgap_mail_dir),
+    ];
+    let (status, output) = run_script(interpreter, script, &args, dir);
+    assert!(
+        status.success(),
+        "{interpreter} {script} failed ({status})\n{output}"
+    );
+    println!("{output}");
 }
 
 /// Runs `interpreter tests/polyglot/SCRIPT ARGS...` in `dir` with at most [`SCRIPT_TIMEOUT`],
@@ -169,19 +89,14 @@ fn run_script(interpreter: &str, script: &str, args: &[&str], dir: &Path) -> (Ex
     (status, output)
 }
 
-/// A path as a string for the TOML file and the command line; test paths are UTF-8.
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
+#[tokio::test]
+async fn the_python_client_runs_the_whole_reset_flow() {
+    run_flow(&daemon().await, "python3", "flow.py");
 }
 
-#[test]
-fn the_python_client_runs_the_whole_reset_flow() {
-    Daemon::start().run_flow("python3", "flow.py");
-}
-
-#[test]
-fn the_node_client_runs_the_whole_reset_flow() {
-    Daemon::start().run_flow("node", "flow.js");
+#[tokio::test]
+async fn the_node_client_runs_the_whole_reset_flow() {
+    run_flow(&daemon().await, "node", "flow.js");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use latchkey_client::{ApiError, Client, Error, UserRef};
 
-use crate::util::{new_user, Daemon, Setup};
+use latchkey_test_support::{new_user, Daemon, Setup};
 
 /// Cycles when `LATCHKEY_CRASH_CYCLES` is not set.
 const DEFAULT_CYCLES: usize = 4;

@@ -7,10 +7,12 @@ use latchkey_client::{ApiError, CallerRole, Error, TokenState, User, UserRef, Us
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
-use crate::util::{
+use latchkey_test_support::{
     another_uid, api_error, assert_api_error, assert_closed_by_daemon, new_user, our_uid, run,
-    Daemon, Setup, LATCHKEY, LATCHKEYD,
+    Daemon, Setup,
 };
+
+use crate::LATCHKEYD;
 
 /// A password that passes the policy; tests that need one but do not care which use it.
 const PASSWORD: &str = "correct horse battery staple";
@@ -497,124 +499,6 @@ async fn writes_logins_refusals_and_bad_tokens_are_logged_at_info_but_successful
     let invalid = client.check_reset_token(&forged, None).await;
     assert_eq!(invalid.map(|c| c.state).ok(), Some(TokenState::Invalid));
     daemon.wait_for_log(r#"method="check_reset_token""#).await;
-}
-
-#[tokio::test]
-async fn cli_manages_users_without_passwords_in_argv_or_log() {
-    let daemon = Daemon::start().await;
-    let cli_password = "stdin only, never argv";
-
-    let added = daemon
-        .cli(
-            &[
-                "user",
-                "add",
-                "Ada@Example.com",
-                "--name",
-                "Ada",
-                "--password-stdin",
-            ],
-            Some(&format!("{cli_password}\n")),
-        )
-        .await;
-    added
-        .assert_success()
-        .assert_stdout_contains("ada@example.com (Ada) role=user status=active epoch=0");
-    let client = daemon.client().await;
-    let user = client
-        .verify_password("ada@example.com", cli_password, None)
-        .await
-        .expect("the CLI-created user logs in with the password from stdin");
-    let id = user.id.to_string();
-
-    let line = format!("user {id} ada@example.com (Ada) role=user status=active epoch=0");
-    let shown = daemon
-        .cli(&["user", "show", " ADA@example.com"], None)
-        .await;
-    shown.assert_success().assert_stdout_contains(&line);
-    daemon
-        .cli(&["user", "show", &id], None)
-        .await
-        .assert_success()
-        .assert_stdout_contains(&line);
-    let json: User = daemon
-        .cli(&["--json", "user", "show", &id], None)
-        .await
-        .assert_success()
-        .json();
-    assert_eq!(json, user);
-
-    daemon
-        .cli(&["user", "disable", &id], None)
-        .await
-        .assert_success()
-        .assert_stdout_contains("status=disabled");
-    let json: User = daemon
-        .cli(&["user", "enable", &id, "--json"], None)
-        .await
-        .assert_success()
-        .json();
-    assert_eq!(json.status, UserStatus::Active);
-
-    daemon
-        .cli(&["health"], None)
-        .await
-        .assert_success()
-        .assert_stdout_contains("ok");
-    let health: serde_json::Value = daemon
-        .cli(&["--json", "health"], None)
-        .await
-        .assert_success()
-        .json();
-    assert_eq!(health["status"], "ok", "health JSON: {health}");
-
-    // A daemon error exits 1 and names its code.
-    let missing = daemon
-        .cli(&["user", "show", "nobody@example.com"], None)
-        .await;
-    missing.assert_code(1).assert_stderr_contains("NotFound");
-    let missing = daemon
-        .cli(&["--json", "user", "show", "nobody@example.com"], None)
-        .await;
-    let error: serde_json::Value = missing.assert_code(1).json();
-    assert_eq!(error["error"], "NotFound", "error JSON: {error}");
-
-    // Deleting needs confirmation, and with stdin not a terminal only --yes gives it.
-    daemon
-        .cli(&["user", "delete", &id], None)
-        .await
-        .assert_code(2)
-        .assert_stderr_contains("--yes");
-    client
-        .get_user(user.id)
-        .await
-        .expect("the user survives an unconfirmed delete");
-    daemon
-        .cli(&["user", "delete", &id, "--yes"], None)
-        .await
-        .assert_success();
-    assert_api_error(client.get_user(user.id).await, ApiError::NotFound);
-
-    // A password on the command line is a usage error, not an option.
-    let refused = daemon.cli(
-        &["user", "add", "eve@example.com", "--password", PASSWORD],
-        None,
-    );
-    refused.await.assert_code(2);
-
-    daemon.assert_log_lacks(&[cli_password, PASSWORD]);
-}
-
-#[tokio::test]
-async fn cli_exits_3_with_a_clear_message_when_the_daemon_is_unreachable() {
-    let setup = Setup::new();
-    let socket = setup.dir().join("nobody-listens.sock");
-    let socket = socket.to_str().expect("UTF-8 path");
-    let result = run(LATCHKEY, &["--socket", socket, "health"], None).await;
-    result
-        .assert_code(3)
-        .assert_stderr_contains("cannot reach latchkeyd")
-        .assert_stderr_contains(socket);
 }
 
 #[tokio::test]

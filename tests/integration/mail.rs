@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use latchkey_client::{Client, MessageState, NewUser, OutboxMessage, TokenState};
 
-use crate::smtp::{
+use latchkey_test_support::smtp::{
     free_port, make_certificates, parse_eml, summary, Received, SmtpSink, ARRIVAL_TIMEOUT,
 };
-use crate::util::Setup;
+use latchkey_test_support::Setup;
 
 /// A password that passes the policy.
 const PASSWORD: &str = "correct horse battery staple";

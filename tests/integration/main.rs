@@ -1,9 +1,10 @@
 //! The integration tests: one binary (`cargo test --test integration`), one module per area of
-//! behaviour, every test against a real daemon started by the harness in `util`.
+//! behaviour, every test against a real daemon started by the workspace's shared harness,
+//! `latchkey-test-support`. The CLI's tests are in `cli/tests/`.
 
-mod util;
+/// The daemon under test.
+const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
 
-mod cli;
 mod crash;
 mod foundation;
 mod mail;
@@ -11,4 +12,3 @@ mod migration;
 mod reset;
 mod robustness;
 mod service;
-mod smtp;

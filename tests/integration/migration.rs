@@ -3,7 +3,7 @@
 
 use latchkey_client::{ApiError, ImportUser, UserStatus};
 
-use crate::util::{assert_api_error, Daemon};
+use latchkey_test_support::{assert_api_error, Daemon};
 
 fn import(email: &str, password_hash: &str) -> ImportUser {
     ImportUser {

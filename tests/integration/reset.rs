@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use latchkey_client::{ApiError, Client, EventKind, TokenState, UserRef, UserStatus};
 
-use crate::util::{api_error, assert_api_error, new_user, our_uid, Daemon, Setup};
+use latchkey_test_support::{api_error, assert_api_error, new_user, our_uid, Daemon, Setup};
 
 const PASSWORD: &str = "original password 1";
 const NEW_PASSWORD: &str = "a fresh new password 2";
@@ -240,7 +240,7 @@ async fn unknown_disabled_and_known_accounts_get_the_same_reply_and_only_known_g
         .toml("[limits]\nreset_per_email = { burst = 10, per_secs = 60 }")
         .toml(&format!(
             "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"",
-            crate::smtp::free_port()
+            latchkey_test_support::free_port()
         ))
         .start()
         .await;

@@ -10,7 +10,7 @@ use latchkey_client::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::util::{api_error, assert_closed_by_daemon, new_user, Daemon, Setup};
+use latchkey_test_support::{api_error, assert_closed_by_daemon, new_user, Daemon, Setup};
 
 /// A request frame's JSON exactly as the Rust client would send it.
 fn request_json(id: u64, message: LatchkeyRequest) -> String {

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use latchkey_client::{ApiError, Client, ConnectOptions};
 
-use crate::util::{api_error, new_user, our_uid, run, Daemon, Setup, LATCHKEYD};
+use latchkey_test_support::{api_error, new_user, our_uid, run, Daemon, Setup, Signal};
+
+use crate::LATCHKEYD;
 
 /// Reads notification datagrams until one contains `wanted` (10 s at most); returns all seen.
 fn wait_for_notification(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
@@ -47,7 +49,7 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
     // The watchdog is pinged at half its 400 ms interval while the store can flush.
     wait_for_notification(&notify, "WATCHDOG=1");
     wait_for_notification(&notify, "WATCHDOG=1");
-    daemon.signal(libc::SIGTERM);
+    daemon.signal(Signal::TERM);
     wait_for_notification(&notify, "STOPPING=1");
     let status = daemon.wait().await;
     assert!(status.success(), "{status}");
@@ -106,8 +108,8 @@ async fn a_socket_passed_by_systemd_is_used_and_left_in_place() {
         .expect("create_user over the activated socket");
     // The configured socket path was never bound: the daemon used what it was given.
     assert!(!setup.dir().join("latchkey.sock").exists());
-    // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    // Our own unreaped child, so the pid cannot have been reused.
+    latchkey_test_support::run::signal(child.id(), Signal::TERM);
     let status = child.wait().expect("wait");
     assert!(status.success(), "{status}");
     // systemd owns the socket file: the daemon does not remove it.
@@ -159,7 +161,7 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
 
     // A file that no longer loads changes nothing.
     std::fs::write(daemon.config_file(), "[limits]\nbogus = 1\n").expect("write config");
-    daemon.signal(libc::SIGHUP);
+    daemon.signal(Signal::HUP);
     daemon.wait_for_log("keeping the current settings").await;
     assert!(matches!(
         api_error(
@@ -174,7 +176,7 @@ async fn sighup_applies_live_settings_and_names_those_needing_a_restart() {
         .replace("burst = 1", "burst = 5")
         .replace("[server]", "[server]\nmax_connections = 7");
     std::fs::write(daemon.config_file(), text).expect("write config");
-    daemon.signal(libc::SIGHUP);
+    daemon.signal(Signal::HUP);
     daemon.wait_for_log("rate limits changed").await;
     let log = daemon.log();
     assert!(
@@ -231,71 +233,6 @@ async fn metrics_count_calls_and_report_levels() {
             "no {prefix:?} in\n{text}"
         );
     }
-    // The CLI prints the same text.
-    daemon
-        .cli(&["metrics"], None)
-        .await
-        .assert_success()
-        .assert_stdout_contains("latchkey_users 1");
-}
-
-/// Runs the CLI's `health` as `uid` with primary group `gid` and supplementary `groups`.
-fn health_as(
-    socket: &std::path::Path,
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-) -> std::process::Output {
-    let mut command = Command::new(crate::util::LATCHKEY);
-    command
-        .args([
-            "--socket",
-            socket.to_str().expect("utf-8"),
-            "--json",
-            "health",
-        ])
-        .env_clear();
-    // SAFETY: setgroups, setgid and setuid are async-signal-safe system calls; the vector is
-    // allocated before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            let list: Vec<libc::gid_t> = groups.clone();
-            if libc::setgroups(list.len(), list.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command.output().expect("run latchkey as another user")
-}
-
-#[tokio::test]
-async fn a_supplementary_member_of_the_app_group_gets_the_app_role_and_others_are_refused() {
-    if our_uid() != 0 {
-        eprintln!("this test runs clients under other uids, which needs root (CI runs as root)");
-        return;
-    }
-    let app_group = 64_242;
-    let setup = Setup::new().toml(&format!(
-        "[server]\nsocket_mode = \"0666\"\n[auth]\napp_gids = [{app_group}]"
-    ));
-    // Let the other uids reach the socket inside the test's private directory.
-    std::fs::set_permissions(
-        setup.dir(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
-    let daemon = setup.start().await;
-    let member = health_as(daemon.socket(), 64_243, 64_244, vec![app_group]);
-    assert!(member.status.success(), "{member:?}");
-    let health: serde_json::Value = serde_json::from_slice(&member.stdout).expect("json");
-    assert_eq!(health["caller_role"], "app", "{health}");
-    let stranger = health_as(daemon.socket(), 64_245, 64_244, vec![64_246]);
-    assert_eq!(stranger.status.code(), Some(3), "{stranger:?}");
-    daemon.wait_for_log("refused connection").await;
 }
 
 /// The text of every `.eml` file the file transport wrote so far.
@@ -372,7 +309,7 @@ async fn sighup_rereads_the_mail_templates() {
         templates.parent().expect("dir").to_str().expect("utf-8")
     );
     std::fs::write(daemon.config_file(), config).expect("write config");
-    daemon.signal(libc::SIGHUP);
+    daemon.signal(Signal::HUP);
     daemon.wait_for_log("mail templates re-read").await;
     assert!(daemon
         .log()

@@ -9,51 +9,30 @@
 //! let mail = stack.sink.wait_for(1).await;
 //! ```
 //!
-//! The daemon runs in this process, through the `latchkeyd` library (`latchkeyd::run`, which
-//! the binary's `main` also calls), on a thread and runtime of its own, with a configuration
-//! made here. Why not the `latchkeyd` binary, as the daemon's own tests do: Cargo gives a test
-//! the path of a binary (`CARGO_BIN_EXE_*`) only for binaries of the test's own package, and
-//! building another package's binary from inside a test means a nested `cargo build`, which
-//! resolves features differently from `cargo test --workspace` and so rebuilds much of the
-//! dependency tree, slowly. A path into `target/` would work after `cargo test --workspace`
-//! but would run a missing or stale binary after `cargo test -p latchkey-webapp`. As a
-//! library the daemon is always the current code, built by the same `cargo test`; the app
-//! still reaches it only through its Unix socket, as it would a separate process.
+//! The daemon and the SMTP sink come from the workspace's shared harness,
+//! `latchkey-test-support`: the real `latchkeyd` binary in a temporary directory, and a real
+//! SMTP server. The app reaches the daemon only through its Unix socket.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod browser;
 pub mod http;
-pub mod sink;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::middleware::Next;
 use latchkey_client::{Client, ConnectOptions, NewUser, User};
-use tempfile::TempDir;
+use latchkey_test_support::{Daemon, Setup};
 use tokio::sync::oneshot;
 
 pub use browser::Browser;
-pub use sink::SmtpSink;
-
-/// How long the daemon may take to accept connections (start-up hashes once with argon2).
-const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(20);
+pub use latchkey_test_support::{free_port, SmtpSink};
 
 /// The deadline of calls the tests make to the daemon: generous, for a busy machine.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A port nothing listens on now, from the kernel.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind a free port");
-    listener
-        .local_addr()
-        .expect("a bound socket has an address")
-        .port()
-}
 
 /// One request as the app received it, for checks on what the browser sent.
 #[derive(Clone, Debug)]
@@ -97,7 +76,7 @@ impl Stack {
             .local_addr()
             .expect("a bound socket has an address");
         let sink = SmtpSink::start(free_port()).await;
-        let daemon = Daemon::start(app, sink.port()).await;
+        let daemon = start_daemon(app, sink.port()).await;
 
         let seen = Arc::new(Mutex::new(Vec::new()));
         let settings = latchkey_webapp::Settings::new(daemon.socket());
@@ -185,38 +164,17 @@ impl Drop for Stack {
     }
 }
 
-/// `latchkeyd` running in this process on a thread of its own; stopped (gracefully, as on
-/// SIGTERM) when dropped.
-struct Daemon {
-    /// Holds the socket and the data directory.
-    dir: TempDir,
-    /// Tells the daemon to stop.
-    stop: Option<oneshot::Sender<()>>,
-    /// The daemon's thread; its result is the daemon's.
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
-}
-
-impl Daemon {
-    /// Starts the daemon with links to `app` and mail over SMTP to 127.0.0.1:`smtp_port`;
-    /// returns once its socket accepts connections.
-    async fn start(app: SocketAddr, smtp_port: u16) -> Daemon {
-        // A short prefix in the system temp dir keeps the socket path under the 108-byte limit.
-        let dir = tempfile::Builder::new()
-            .prefix("lk-web-")
-            .tempdir()
-            .expect("cannot create a temporary directory");
-        let path = |name: &str| dir.path().join(name).display().to_string();
-        // Built from TOML here rather than loaded with Config::load, which would also read
-        // LATCHKEY_* variables from the test's environment. Short grace periods keep the
-        // shutdown at the end of a test quick; retries come a second or two apart.
-        let toml = format!(
+/// Starts the daemon with links to `app` and mail over SMTP to 127.0.0.1:`smtp_port`;
+/// returns once its socket accepts connections. At the end of the test it is stopped with
+/// SIGTERM and must exit cleanly. Short grace periods keep that quick; retries come a second
+/// or two apart.
+async fn start_daemon(app: SocketAddr, smtp_port: u16) -> Daemon {
+    Setup::new()
+        .clean_stop()
+        .toml(&format!(
             r#"
 [server]
-socket = {socket:?}
-allow_root = true
 shutdown_grace_secs = 2
-[store]
-data_dir = {data:?}
 [reset]
 link_template = "http://{app}/reset?token={{token}}"
 [mail]
@@ -229,94 +187,10 @@ host = "127.0.0.1"
 port = {smtp_port}
 tls = "none"
 timeout_secs = 5
-"#,
-            socket = path("latchkey.sock"),
-            data = path("data"),
-        );
-        let config: latchkeyd::config::Config =
-            toml::from_str(&toml).unwrap_or_else(|e| panic!("bad daemon configuration: {e}"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("latchkeyd".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("cannot start the daemon's runtime: {e}"))?;
-                let options = latchkeyd::Options {
-                    config,
-                    config_path: None,
-                    allow_root: true,
-                };
-                // Reloads are never asked for; the sender lives as long as the daemon.
-                let (_reload, reloads) = tokio::sync::mpsc::channel(1);
-                runtime
-                    .block_on(latchkeyd::run(
-                        options,
-                        async { drop(stopped.await) },
-                        reloads,
-                    ))
-                    .map_err(|e| format!("latchkeyd failed: {e}"))
-            })
-            .expect("cannot start the daemon's thread");
-        let mut daemon = Daemon {
-            dir,
-            stop: Some(stop),
-            thread: Some(thread),
-        };
-        daemon.wait_until_listening().await;
-        daemon
-    }
-
-    /// The socket path.
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("latchkey.sock")
-    }
-
-    /// Waits until the socket accepts connections; fails if the daemon stops first.
-    async fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
-        let socket = self.socket();
-        loop {
-            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
-                let result = self.thread.take().map(|t| t.join());
-                panic!("latchkeyd stopped before accepting connections: {result:?}");
-            }
-            if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "latchkeyd did not accept connections on {} within {DAEMON_START_TIMEOUT:?}",
-                socket.display()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The data directory.
-    fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let result = thread.join();
-            if !std::thread::panicking() {
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => panic!("{e}"),
-                    Err(_) => panic!("the daemon's thread panicked"),
-                }
-            }
-        }
-    }
+"#
+        ))
+        .start()
+        .await
 }
 
 /// A stand-in for a webmail site showing one message: serves `html` at `/` on a site other

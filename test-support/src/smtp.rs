@@ -1,4 +1,4 @@
-//! A real SMTP server for the mail tests: `tests/smtp_sink.py` (Python's aiosmtpd) on a port
+//! A real SMTP server for the mail tests: `smtp_sink.py` (Python's aiosmtpd) on a port
 //! of our choosing, writing each message it accepts as JSON into a directory of its own, plus
 //! the same script's MIME parser for the `.eml` files of the file transport.
 //!
@@ -18,8 +18,10 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::path_str;
+
 /// The sink and parser script.
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/smtp_sink.py");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/smtp_sink.py");
 
 /// How long the sink may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -196,7 +198,7 @@ pub async fn make_certificates(dir: &Path) -> Certificates {
     for step in &steps {
         // Temporary paths hold no spaces, so splitting on whitespace is safe.
         let args: Vec<&str> = step.split_whitespace().collect();
-        let run = crate::util::run("openssl", &args, None).await;
+        let run = crate::run("openssl", &args, None).await;
         assert!(
             run.status.success(),
             "making test certificates needs the openssl command\n{run}"
@@ -211,7 +213,7 @@ pub async fn make_certificates(dir: &Path) -> Certificates {
 
 /// Parses a message file (as the file transport writes them) with the sink's parser.
 pub async fn parse_eml(path: &Path) -> Received {
-    let run = crate::util::run("python3", &[SCRIPT, "--parse", path_str(path)], None).await;
+    let run = crate::run("python3", &[SCRIPT, "--parse", path_str(path)], None).await;
     run.assert_success();
     run.json()
 }
@@ -275,10 +277,16 @@ impl Received {
     /// The first `https://` link in the text part; fails if there is none.
     #[track_caller]
     pub fn link(&self) -> String {
+        self.link_starting("https://")
+    }
+
+    /// The first link in the text part that starts with `prefix`; fails if there is none.
+    #[track_caller]
+    pub fn link_starting(&self, prefix: &str) -> String {
         let text = self.text();
         let start = text
-            .find("https://")
-            .unwrap_or_else(|| panic!("no link in the text part:\n{text}"));
+            .find(prefix)
+            .unwrap_or_else(|| panic!("no link starting {prefix} in the text part:\n{text}"));
         text[start..]
             .split_whitespace()
             .next()
@@ -324,9 +332,4 @@ fn read_all(dir: &Path) -> Vec<Received> {
                 .unwrap_or_else(|e| panic!("{} is not the sink's JSON: {e}", p.display()))
         })
         .collect()
-}
-
-/// A path as a string argument; test paths are UTF-8.
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
 }

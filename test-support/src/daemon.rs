@@ -1,29 +1,18 @@
-//! The harness every integration test uses: a fresh `latchkeyd` per test, run as the real
-//! binary in its own temporary directory with a cleared environment, plus helpers to run the
-//! `latchkey` CLI and to fail with a readable expected/got.
-//!
-//! ```ignore
-//! let daemon = Daemon::start().await;                        // defaults
-//! let daemon = Setup::new().toml("[auth]\napp_uids = [0]").start().await;
-//! let client = daemon.client().await;
-//! ```
+//! A fresh, real `latchkeyd` per test: the binary, run in its own temporary directory with a
+//! cleared environment, killed when the test ends, its log printed when the test fails.
 
-use std::fmt;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use latchkey_client::{ApiError, Client, ConnectOptions, Error, NewUser};
+use latchkey_client::{Client, ConnectOptions};
+use rustix::process::Signal;
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-/// The daemon under test.
-pub const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
-
-/// The command line client under test.
-pub const LATCHKEY: &str = env!("CARGO_BIN_EXE_latchkey");
+use crate::run::{run, Run};
+use crate::{our_uid, path_str};
 
 /// How long the daemon may take to accept connections. Generous: start-up computes an argon2
 /// hash, which takes around a second in an unoptimised build on a busy machine.
@@ -37,9 +26,6 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(40);
 /// hash-bound calls queue behind each other, and tests run in parallel on unoptimised builds.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long a one-shot run of a binary ([`run`]) may take before it is killed.
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// A test's directory and configuration, before the daemon starts.
 pub struct Setup {
     /// The test's private directory, removed when the test ends.
@@ -48,6 +34,15 @@ pub struct Setup {
     config: toml::Table,
     /// Environment variables for the daemon, besides `PATH`.
     env: Vec<(String, String)>,
+    /// Whether the daemon is stopped with SIGTERM at the end of the test and must exit
+    /// cleanly, instead of being killed.
+    clean_stop: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup::new()
+    }
 }
 
 impl Setup {
@@ -74,7 +69,15 @@ impl Setup {
             dir,
             config,
             env: Vec::new(),
+            clean_stop: false,
         }
+    }
+
+    /// Stops the daemon with SIGTERM when the test ends and fails the test unless it exits
+    /// with status 0 (by default it is killed, which is quicker).
+    pub fn clean_stop(mut self) -> Setup {
+        self.clean_stop = true;
+        self
     }
 
     /// Sets an environment variable for the daemon (its environment is otherwise empty).
@@ -118,6 +121,7 @@ impl Setup {
             data_dir: value("store", "data_dir"),
             log_file: self.dir().join("latchkeyd.log"),
             config_file,
+            binary: crate::bin::latchkeyd(),
             child: None,
             setup: self,
         };
@@ -138,11 +142,6 @@ fn merge(into: &mut toml::Table, from: toml::Table) {
     }
 }
 
-/// A path as a string for the TOML file; test paths are always UTF-8.
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
 /// A running `latchkeyd`, killed when dropped. When the test fails, the drop prints the
 /// daemon's log (stdout and stderr, across restarts) after the failure message, so failure
 /// messages need not include it.
@@ -157,6 +156,8 @@ pub struct Daemon {
     data_dir: PathBuf,
     /// Where the daemon's output goes, appended to on each start.
     log_file: PathBuf,
+    /// The binary started.
+    binary: PathBuf,
     /// The process, while it runs.
     child: Option<Child>,
 }
@@ -165,6 +166,12 @@ impl Daemon {
     /// A daemon with the default test configuration.
     pub async fn start() -> Daemon {
         Setup::new().start().await
+    }
+
+    /// The test's directory: the daemon's working directory, holding its configuration and
+    /// log (and, unless configured elsewhere, its socket and data directory).
+    pub fn dir(&self) -> &Path {
+        self.setup.dir()
     }
 
     /// The socket path.
@@ -198,23 +205,15 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the daemon to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::TERM);
         self.wait().await
     }
 
-    /// Sends `signal` to the running daemon.
-    pub fn signal(&self, signal: libc::c_int) {
+    /// Sends `signal` to the running daemon. The pid is our own unreaped child, so it
+    /// cannot have been reused by another process.
+    pub fn signal(&self, signal: Signal) {
         let child = self.child.as_ref().expect("the daemon is running");
-        let pid = libc::pid_t::try_from(child.id()).expect("pids fit in pid_t");
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child,
-        // so it cannot have been reused by another process.
-        let sent = unsafe { libc::kill(pid, signal) };
-        assert_eq!(
-            sent,
-            0,
-            "kill({signal}): {}",
-            std::io::Error::last_os_error()
-        );
+        crate::run::signal(child.id(), signal);
     }
 
     /// The configuration file the daemon reads (rewrite it, then send SIGHUP, to reload).
@@ -257,7 +256,7 @@ impl Daemon {
     pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> Run {
         let mut full = vec!["--socket", path_str(&self.socket)];
         full.extend_from_slice(args);
-        run(LATCHKEY, &full, stdin).await
+        run(&crate::bin::latchkey(), &full, stdin).await
     }
 
     /// Fails, showing the offending log line, if the daemon log contains any of `secrets`.
@@ -279,7 +278,7 @@ impl Daemon {
             .append(true)
             .open(&self.log_file)
             .expect("cannot open the daemon log");
-        let child = Command::new(LATCHKEYD)
+        let child = Command::new(&self.binary)
             .arg("--config")
             .arg(&self.config_file)
             .env_clear()
@@ -343,177 +342,39 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let panicking = std::thread::panicking();
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            if self.setup.clean_stop && !panicking {
+                crate::run::signal(child.id(), Signal::TERM);
+                let status = wait_blocking(&mut child);
+                assert!(
+                    status.is_some_and(|s| s.success()),
+                    "latchkeyd did not stop cleanly on SIGTERM: {status:?}\n{}",
+                    self.log_dump()
+                );
+            } else {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
-        if std::thread::panicking() {
+        if panicking {
             eprintln!("{}", self.log_dump());
         }
     }
 }
 
-/// What a one-shot run of a binary produced.
-pub struct Run {
-    /// The command line, for messages.
-    command: String,
-    /// How it exited.
-    pub status: ExitStatus,
-    /// Its standard output.
-    pub stdout: String,
-    /// Its standard error.
-    pub stderr: String,
-}
-
-impl Run {
-    /// Fails with the whole run shown unless it exited with `code`.
-    #[track_caller]
-    pub fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.status.code(),
-            Some(code),
-            "expected exit status {code}\n{self}"
-        );
-        self
-    }
-
-    /// Fails unless it exited with status 0.
-    #[track_caller]
-    pub fn assert_success(&self) -> &Run {
-        self.assert_code(0)
-    }
-
-    /// Fails unless stdout contains `text`.
-    #[track_caller]
-    pub fn assert_stdout_contains(&self, text: &str) -> &Run {
-        assert!(
-            self.stdout.contains(text),
-            "expected stdout to contain {text:?}\n{self}"
-        );
-        self
-    }
-
-    /// Fails unless stderr contains `text`.
-    #[track_caller]
-    pub fn assert_stderr_contains(&self, text: &str) -> &Run {
-        assert!(
-            self.stderr.contains(text),
-            "expected stderr to contain {text:?}\n{self}"
-        );
-        self
-    }
-
-    /// Parses stdout as JSON into `T`, failing with the output shown.
-    #[track_caller]
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not the expected JSON: {e}\n{self}"))
-    }
-}
-
-impl fmt::Display for Run {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "command: {}\n status: {}\n--- stdout ---\n{}--- stderr ---\n{}--- end ---",
-            self.command, self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `program` to completion with a cleared environment (only `PATH` kept), `args`, and
-/// `stdin` as its standard input (or none). Killed after a minute.
-pub async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Run {
-    let command = format!("{program} {}", args.join(" "));
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .await
-            .expect("cannot write to the child's stdin");
-        // Dropping the pipe closes it, so the child sees end-of-file.
-    }
-    let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{command} did not finish within {RUN_TIMEOUT:?}"))
-        .unwrap_or_else(|e| panic!("cannot wait for {command}: {e}"));
-    Run {
-        command,
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// Our own effective uid, which the daemon sees as the peer's.
-pub fn our_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-/// A uid that is not ours, for configurations that must not match us.
-pub fn another_uid() -> u32 {
-    our_uid().wrapping_add(1)
-}
-
-/// A `NewUser` with a name derived from the email and the default role and locale.
-pub fn new_user(email: &str, password: &str) -> NewUser {
-    NewUser {
-        email: email.into(),
-        name: email.split('@').next().unwrap_or_default().into(),
-        password: password.into(),
-        role: None,
-        locale: None,
-    }
-}
-
-/// The daemon's typed error from `result`; fails, showing what came instead, if it is not one.
-#[track_caller]
-pub fn api_error<T: fmt::Debug>(result: Result<T, Error>) -> ApiError {
-    match result {
-        Err(Error::Api(e)) => e,
-        other => panic!("expected an error from the daemon\n     got: {other:?}"),
-    }
-}
-
-/// Fails unless `result` is exactly the daemon error `expected`.
-#[track_caller]
-pub fn assert_api_error<T: fmt::Debug>(result: Result<T, Error>, expected: ApiError) {
-    let shown = format!("{result:?}");
-    match result {
-        Err(Error::Api(got)) if got == expected => {}
-        _ => panic!("expected: Err(Api({expected:?}))\n     got: {shown}"),
-    }
-}
-
-/// Waits until the daemon closes `stream`: reading must give end-of-file (or a reset, which
-/// Linux reports instead when the daemon closed with bytes of ours still unread) within 10 s,
-/// and never data.
-pub async fn assert_closed_by_daemon(stream: &mut UnixStream) {
-    let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
-    match read {
-        Ok(Ok(0)) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Ok(Ok(n)) => panic!(
-            "expected the daemon to close the connection\n     got: {n} bytes: {:?}",
-            String::from_utf8_lossy(&buf[..n])
-        ),
-        Ok(Err(e)) => panic!("expected the daemon to close the connection\n     got: {e}"),
-        Err(_) => {
-            panic!("expected the daemon to close the connection\n     got: still open after 10 s")
+/// Waits up to [`EXIT_TIMEOUT`] for `child` to exit, blocking the thread (a drop cannot
+/// await); kills it and returns `None` if it does not.
+fn wait_blocking(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }

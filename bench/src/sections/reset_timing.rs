@@ -1,0 +1,110 @@
+//! `request_password_reset` for known against unknown addresses (means, percentiles and
+//! Welch's t): whether the reply's timing tells an attacker which addresses have accounts.
+
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+
+use super::Env;
+use crate::report::{Row, Target};
+use crate::setup::{import_users, ok, password_hash, CLIENT_IP, GENEROUS_LIMITS, LONG_TOKENS};
+use crate::stats::{welch_t, Samples};
+
+/// Asks for a reset once per known and once per unknown address, interleaved at random.
+pub(crate) async fn run(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let n = env.sizes.timing_each;
+    let daemon = env.daemon("timing", LONG_TOKENS, GENEROUS_LIMITS).await?;
+    let conns = daemon.clients(4).await?;
+    let hash = password_hash()?;
+    import_users(&daemon, &conns, "known", 0..n, &hash).await?;
+    // Interleaved in random order, so drift (a growing database, a neighbour's build, the
+    // mail sender catching up) falls on both kinds alike. Each address is asked once.
+    let mut order: Vec<(bool, usize)> = (0..n).flat_map(|i| [(true, i), (false, i)]).collect();
+    order.shuffle(&mut rand::rng());
+    let client = &conns[0];
+    // A warm-up on other addresses, not counted.
+    for i in 0..(n / 20).max(10) {
+        let email = format!("warm{i}@bench.example");
+        ok(
+            "request_password_reset",
+            client
+                .request_password_reset(&email, Some(CLIENT_IP), None)
+                .await,
+        )?;
+    }
+    env.progress(&format!("{n} known and {n} unknown, interleaved"));
+    let (mut known, mut unknown) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let began = Instant::now();
+    if env.harness.keep {
+        // For matching the daemon's log lines (its per-call `micros`) to the kinds afterwards.
+        let kinds: String = order
+            .iter()
+            .map(|(known, _)| if *known { "known\n" } else { "unknown\n" })
+            .collect();
+        std::fs::write(daemon.dir().join("timing-order.txt"), kinds)?;
+    }
+    for (is_known, i) in order {
+        let email = if is_known {
+            format!("known{i}@bench.example")
+        } else {
+            format!("other{i}@bench.example")
+        };
+        let t0 = Instant::now();
+        ok(
+            "request_password_reset",
+            client
+                .request_password_reset(&email, Some(CLIENT_IP), None)
+                .await,
+        )?;
+        let took = t0.elapsed().as_nanos() as u64;
+        if is_known {
+            known.push(took);
+        } else {
+            unknown.push(took);
+        }
+    }
+    let elapsed = began.elapsed();
+    let (known, unknown) = (Samples::new(known, elapsed), Samples::new(unknown, elapsed));
+    let (mk, _) = known.mean_var_us();
+    let (mu, _) = unknown.mean_var_us();
+    let t = welch_t(&known, &unknown);
+    Ok(vec![
+        Row::new("timing", "request_password_reset mean, known", mk, "µs")
+            .baseline(mu)
+            .target(Target::RatioWithin(0.05)),
+        Row::new("timing", "request_password_reset mean, unknown", mu, "µs"),
+        Row::new(
+            "timing",
+            "request_password_reset p50, known",
+            known.p50(),
+            "µs",
+        )
+        .baseline(unknown.p50()),
+        Row::new(
+            "timing",
+            "request_password_reset p99, known",
+            known.p99(),
+            "µs",
+        )
+        .baseline(unknown.p99()),
+        Row::new(
+            "timing",
+            "request_password_reset p50, unknown",
+            unknown.p50(),
+            "µs",
+        ),
+        Row::new(
+            "timing",
+            "request_password_reset p99, unknown",
+            unknown.p99(),
+            "µs",
+        ),
+        Row::new(
+            "timing",
+            format!("Welch's t, known vs unknown, {n} each"),
+            t,
+            "",
+        )
+        .target(Target::AbsBelow(4.5)),
+    ])
+}
