@@ -1,12 +1,25 @@
 //! Configuration: built-in defaults, then a TOML file, then `LATCHKEY_*` environment variables
 //! (`__` separates nesting levels: `LATCHKEY_SERVER__SOCKET`). Unknown keys are errors that name
 //! the key, because a misspelt security setting must not silently fall back to its default.
+//!
+//! Each section's type lives in the module it configures (`[server]` in `server`, `[limits]`
+//! in `limits`, ...), with its own checks; this module only puts them together, loads them
+//! and prints them.
 
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+use crate::limits::LimitsConfig;
+use crate::mail::MailConfig;
+use crate::maintenance::EventsConfig;
+use crate::passwords::PasswordConfig;
+use crate::server::{AuthConfig, ServerConfig};
+use crate::service::ResetConfig;
+pub use crate::setting::BadSetting;
+use crate::store::StoreConfig;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -23,179 +36,13 @@ pub struct Config {
     /// Reset tokens and links.
     pub reset: ResetConfig,
     /// Rate limits.
-    pub limits: crate::limits::LimitsConfig,
+    pub limits: LimitsConfig,
     /// The event log.
     pub events: EventsConfig,
     /// Outgoing mail.
-    pub mail: crate::mail::MailConfig,
+    pub mail: MailConfig,
     /// Logging.
     pub log: LogConfig,
-}
-
-/// Reset tokens and links.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResetConfig {
-    /// How long a mailed reset link stays valid; at most 86400 (24 hours).
-    pub token_lifetime_secs: u64,
-    /// Live tokens per user; issuing another revokes the oldest.
-    pub max_live_tokens: usize,
-    /// The link sent to users; `{token}` is replaced by the token. Never built from anything a
-    /// caller sends.
-    pub link_template: String,
-    /// How long a used or expired token is remembered, so a second click is told "used" or
-    /// "expired" instead of "invalid".
-    pub remember_secs: u64,
-    /// How often expired tokens are swept.
-    pub sweep_interval_secs: u64,
-    /// `request_password_reset` answers no sooner than this many milliseconds after it
-    /// started, for known and unknown addresses alike: the floor hides what differences in
-    /// work remain between the two. Keep it above the call's usual duration.
-    pub reply_floor_ms: u64,
-}
-
-impl Default for ResetConfig {
-    fn default() -> Self {
-        ResetConfig {
-            token_lifetime_secs: 1800,
-            max_live_tokens: 3,
-            link_template: "http://localhost:3000/reset-password?token={token}".into(),
-            remember_secs: 86400,
-            sweep_interval_secs: 60,
-            reply_floor_ms: 5,
-        }
-    }
-}
-
-/// The longest a reset token may live.
-pub const MAX_TOKEN_LIFETIME_SECS: u64 = 86400;
-
-/// The event log.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventsConfig {
-    /// Most events kept; the oldest go first.
-    pub max_events: usize,
-    /// Events older than this are dropped.
-    pub max_age_days: u64,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        EventsConfig {
-            max_events: 1_000_000,
-            max_age_days: 90,
-        }
-    }
-}
-
-/// The socket and connection handling.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Path of the Unix socket.
-    pub socket: PathBuf,
-    /// Permission bits of the socket file, as an octal string.
-    pub socket_mode: String,
-    /// Group owning the socket (name or numeric gid); the daemon's own group when unset.
-    pub socket_group: Option<String>,
-    /// Connections served at once; further connections wait in the kernel backlog.
-    pub max_connections: usize,
-    /// Requests in flight on one connection; more are refused with a throttling error.
-    pub max_requests_per_connection: usize,
-    /// Largest frame accepted; a larger one closes that connection.
-    pub max_frame_bytes: usize,
-    /// How long one frame may take to arrive once begun; a slower one closes the connection.
-    pub frame_timeout_secs: u64,
-    /// On SIGTERM, how long calls in flight may take to finish before the daemon exits anyway.
-    pub shutdown_grace_secs: u64,
-    /// Run even as root (normally refused: run as a dedicated user).
-    pub allow_root: bool,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            socket: PathBuf::from("latchkey.sock"),
-            socket_mode: "0660".into(),
-            socket_group: None,
-            max_connections: 256,
-            max_requests_per_connection: 64,
-            max_frame_bytes: 64 * 1024,
-            frame_timeout_secs: 30,
-            shutdown_grace_secs: 30,
-            allow_root: false,
-        }
-    }
-}
-
-/// Which peers get which role, by the uid and gid the kernel reports for the connecting
-/// process. Anyone matching neither role is disconnected.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Uids given the admin role; unset means the daemon's own uid and root.
-    pub admin_uids: Option<Vec<u32>>,
-    /// Gids (primary or supplementary) given the admin role.
-    pub admin_gids: Vec<u32>,
-    /// Uids given the app role.
-    pub app_uids: Vec<u32>,
-    /// Gids (primary or supplementary) given the app role; unset means the socket's group.
-    pub app_gids: Option<Vec<u32>>,
-}
-
-/// Where the data lives.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// Data directory; the embedded database lives in `db/` below it.
-    pub data_dir: PathBuf,
-    /// sled's page cache size in bytes.
-    pub cache_bytes: u64,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            data_dir: PathBuf::from("latchkey-data"),
-            cache_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
-/// Hashing parameters and the password policy (NIST SP 800-63B: length only, no composition
-/// rules, no truncation).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PasswordConfig {
-    /// argon2id memory cost in KiB; may be raised above the OWASP floor of 19456, never lowered.
-    pub memory_kib: u32,
-    /// argon2id iterations; at least 2.
-    pub iterations: u32,
-    /// argon2id lanes; at least 1.
-    pub parallelism: u32,
-    /// Hashes computed at once; 0 means the number of cores.
-    pub max_concurrent_hashes: usize,
-    /// Fewest characters (Unicode code points after NFKC) in a new password.
-    pub min_chars: usize,
-    /// Most characters in a new password.
-    pub max_chars: usize,
-    /// Most bytes a password argument may have before any other work is done on it.
-    pub max_bytes: usize,
-}
-
-impl Default for PasswordConfig {
-    fn default() -> Self {
-        PasswordConfig {
-            memory_kib: 19456,
-            iterations: 2,
-            parallelism: 1,
-            max_concurrent_hashes: 0,
-            min_chars: 8,
-            max_chars: 256,
-            max_bytes: 1024,
-        }
-    }
 }
 
 /// Logging.
@@ -225,13 +72,8 @@ pub enum ConfigError {
     #[error(transparent)]
     Invalid(#[from] Box<figment::Error>),
     /// A value is outside what the daemon accepts.
-    #[error("{key}: {reason}")]
-    Value {
-        /// The dotted key.
-        key: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
+    #[error(transparent)]
+    Value(#[from] BadSetting),
 }
 
 impl Config {
@@ -251,111 +93,17 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks values that parse but make no sense.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let value = |key, reason: &str| ConfigError::Value {
-            key,
-            reason: reason.to_owned(),
-        };
-        let p = &self.passwords;
-        if p.memory_kib < 19456 {
-            return Err(value(
-                "passwords.memory_kib",
-                "must be at least 19456 (the OWASP minimum for argon2id)",
-            ));
-        }
-        if p.iterations < 2 {
-            return Err(value("passwords.iterations", "must be at least 2"));
-        }
-        if p.memory_kib > crate::passwords::MAX_MEMORY_KIB {
-            return Err(value(
-                "passwords.memory_kib",
-                &format!("must be at most {}", crate::passwords::MAX_MEMORY_KIB),
-            ));
-        }
-        crate::passwords::check_argon2_cost(p.memory_kib, p.iterations)
-            .map_err(|reason| value("passwords.iterations", &reason))?;
-        if p.parallelism < 1 {
-            return Err(value("passwords.parallelism", "must be at least 1"));
-        }
-        if p.min_chars < 8 {
-            return Err(value(
-                "passwords.min_chars",
-                "must be at least 8 (NIST SP 800-63B)",
-            ));
-        }
-        if p.max_chars < 64 || p.max_chars < p.min_chars {
-            return Err(value(
-                "passwords.max_chars",
-                "must be at least 64 (NIST SP 800-63B) and at least min_chars",
-            ));
-        }
-        if p.max_bytes < p.max_chars {
-            return Err(value("passwords.max_bytes", "must be at least max_chars"));
-        }
-        let r = &self.reset;
-        if r.token_lifetime_secs == 0 || r.token_lifetime_secs > MAX_TOKEN_LIFETIME_SECS {
-            return Err(value(
-                "reset.token_lifetime_secs",
-                "must be between 1 and 86400 (24 hours)",
-            ));
-        }
-        if r.max_live_tokens == 0 {
-            return Err(value("reset.max_live_tokens", "must be at least 1"));
-        }
-        if r.link_template.matches("{token}").count() != 1 {
-            return Err(value(
-                "reset.link_template",
-                "must contain {token} exactly once",
-            ));
-        }
-        if r.reply_floor_ms > 10_000 {
-            return Err(value("reset.reply_floor_ms", "must be at most 10000"));
-        }
-        if r.sweep_interval_secs == 0 {
-            return Err(value("reset.sweep_interval_secs", "must be at least 1"));
-        }
+    /// Checks values that parse but make no sense, section by section.
+    fn validate(&self) -> Result<(), BadSetting> {
+        self.passwords.validate()?;
+        self.reset.validate()?;
         self.limits
             .validate()
-            .map_err(|reason| value("limits", &reason))?;
+            .map_err(|reason| BadSetting::new("limits", reason))?;
         self.mail
             .validate()
-            .map_err(|reason| value("mail", &reason))?;
-        self.socket_mode()?;
-        let s = &self.server;
-        if s.max_connections == 0 || s.max_requests_per_connection == 0 {
-            return Err(value(
-                "server.max_connections",
-                "connection and request limits must be at least 1",
-            ));
-        }
-        if s.frame_timeout_secs == 0 {
-            return Err(value("server.frame_timeout_secs", "must be at least 1"));
-        }
-        if s.max_frame_bytes < 1024 {
-            return Err(value("server.max_frame_bytes", "must be at least 1024"));
-        }
-        Ok(())
-    }
-
-    /// The socket mode as bits.
-    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
-        let raw = self.server.socket_mode.trim_start_matches("0o");
-        match u32::from_str_radix(raw, 8) {
-            Ok(mode) if mode <= 0o777 => Ok(mode),
-            _ => Err(ConfigError::Value {
-                key: "server.socket_mode",
-                reason: format!("{:?} is not an octal mode such as \"0660\"", raw),
-            }),
-        }
-    }
-
-    /// The number of hashes computed at once.
-    pub fn hash_concurrency(&self) -> usize {
-        match self.passwords.max_concurrent_hashes {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
+            .map_err(|reason| BadSetting::new("mail", reason))?;
+        self.server.validate()
     }
 
     /// The effective configuration as TOML, secrets replaced by `"<redacted>"`.

@@ -12,13 +12,17 @@ use sd_notify::NotifyState;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use arc_swap::ArcSwap;
+
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::limits::{Limits, LiveLimits};
+use crate::mail;
+use crate::maintenance::{self, Maintenance};
+use crate::metrics::{Levels, Metrics};
 use crate::passwords::{HashError, Passwords};
 use crate::server::{self, BindError};
-use crate::service::{Live, State};
+use crate::service::State;
 use crate::store::{Store, StoreError};
-use crate::{mail, maintenance};
 
 /// Why the daemon could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +85,7 @@ pub async fn run(
         config_path,
         allow_root,
     } = options;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 && !(allow_root || config.server.allow_root) {
+    if nix::unistd::geteuid().is_root() && !(allow_root || config.server.allow_root) {
         return Err(DaemonError::Root);
     }
     let data_dir = config.store.data_dir.clone();
@@ -93,30 +96,49 @@ pub async fn run(
     };
     let store = Store::open(&data_dir, config.store.cache_bytes).map_err(store_err)?;
     let mailer = mail::Mailer::new(&config.mail, &data_dir)?;
-    let metrics = Metrics::new();
+    let mut metrics = Metrics::new();
     let passwords = Passwords::new(
         &config.passwords,
-        config.hash_concurrency(),
+        config.passwords.concurrency(),
         metrics.hash_wait_histogram(),
     )?;
-    let listening = server::listen(&config).await?;
+    let listening = server::listen(&config.server).await?;
     let auth = server::Auth::new(&config.auth, listening.gid);
+    let limits: LiveLimits = Arc::new(ArcSwap::from_pointee(Limits::new(&config.limits)));
+    let started = Instant::now();
+    metrics.collect(Levels {
+        store: store.clone(),
+        passwords: passwords.clone(),
+        limits: limits.clone(),
+        started,
+    });
     let state = Arc::new(State {
         store: store.clone(),
         passwords,
-        live: arc_swap::ArcSwap::from_pointee(Live::from_config(&config)),
+        reset: ArcSwap::from_pointee(config.reset.clone()),
+        limits: limits.clone(),
         mail_wake: Arc::new(tokio::sync::Notify::new()),
-        mail_templates: mailer.templates(),
         metrics,
-        config,
-        started: Instant::now(),
+        max_frame_bytes: config.server.max_frame_bytes,
+        started,
     });
+    let upkeep = Arc::new(Maintenance {
+        store: store.clone(),
+        events: Arc::new(ArcSwap::from_pointee(config.events.clone())),
+        limits,
+        sweep_every: std::time::Duration::from_secs(config.reset.sweep_interval_secs),
+    });
+    let live = Live {
+        state: state.clone(),
+        upkeep: upkeep.clone(),
+        templates: mailer.templates(),
+    };
 
     let background = CancellationToken::new();
     let tasks = [
         (
             "maintenance",
-            tokio::spawn(maintenance::run(state.clone(), background.clone())),
+            tokio::spawn(maintenance::run(upkeep, background.clone())),
         ),
         (
             "mail sender",
@@ -128,14 +150,20 @@ pub async fn run(
         ),
     ];
     let reloader = {
-        let state = state.clone();
         let stop = background.clone();
+        let started_with = config.clone();
         tokio::spawn(async move {
+            // What the live settings were last set to: at start, then by each reload.
+            let mut applied = started_with.clone();
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     got = reloads.recv() => match got {
-                        Some(()) => reload(&state, config_path.as_deref()),
+                        Some(()) => {
+                            if let Some(new) = reload(&live, &started_with, &applied, config_path.as_deref()) {
+                                applied = new;
+                            }
+                        }
                         None => return,
                     },
                 }
@@ -145,7 +173,7 @@ pub async fn run(
 
     tracing::info!(
         socket = %listening.path.display(),
-        data_dir = %state.config.store.data_dir.display(),
+        data_dir = %data_dir.display(),
         users = store.user_count(),
         "latchkeyd {} ready",
         env!("CARGO_PKG_VERSION")
@@ -153,7 +181,7 @@ pub async fn run(
     notify(&[NotifyState::Ready]);
     let socket = listening.path.clone();
     let activated = listening.activated;
-    server::run(listening.listener, state, auth, async {
+    server::run(listening.listener, state, auth, &config.server, async {
         shutdown.await;
         notify(&[NotifyState::Stopping]);
     })
@@ -244,25 +272,40 @@ const LIVE: [&str; 9] = [
     "mail.subjects.",
 ];
 
+/// What SIGHUP can change while the daemon runs.
+struct Live {
+    /// The reset settings and the rate limiters, read by the service.
+    state: Arc<State>,
+    /// The event log's retention, read by the sweeper.
+    upkeep: Arc<Maintenance>,
+    /// The mail templates, subjects and sender, read by the mail sender.
+    templates: mail::Templates,
+}
+
 /// Re-reads the configuration and applies the live sections, logging every changed key and
-/// whether it took effect or needs a restart. A file that no longer loads changes nothing.
-fn reload(state: &State, path: Option<&Path>) {
+/// whether it took effect or needs a restart: `started_with` is what the daemon started on,
+/// `applied` what the live settings were last set to. A file that no longer loads changes
+/// nothing. Returns the configuration now applied.
+fn reload(
+    live: &Live,
+    started_with: &Config,
+    applied: &Config,
+    path: Option<&Path>,
+) -> Option<Config> {
     let new = match Config::load(path) {
         Ok(new) => new,
         Err(e) => {
             tracing::error!(error = %e, "reload: the configuration does not load; keeping the current settings");
-            return;
+            return None;
         }
     };
-    let live = state.live.load();
     let is_live = |key: &str| LIVE.iter().any(|prefix| key.starts_with(prefix));
     // What is in force: live keys as last applied, the others as the daemon started.
-    let applied = flatten(&live.applied);
-    let mut before: BTreeMap<String, String> = flatten(&state.config)
+    let mut before: BTreeMap<String, String> = flatten(started_with)
         .into_iter()
         .filter(|(k, _)| !is_live(k))
         .collect();
-    before.extend(applied.into_iter().filter(|(k, _)| is_live(k)));
+    before.extend(flatten(applied).into_iter().filter(|(k, _)| is_live(k)));
     let after = flatten(&new);
     let mut changed_live = false;
     let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
@@ -280,7 +323,7 @@ fn reload(state: &State, path: Option<&Path>) {
         }
     }
     // Template files may have changed on disk whatever the settings say: always re-read them.
-    match state.mail_templates.reload(&new.mail) {
+    match live.templates.reload(&new.mail) {
         Ok(()) => tracing::info!("reload: mail templates re-read"),
         Err(e) => {
             tracing::error!(error = %e, "reload: mail templates not reloaded; keeping the current ones")
@@ -289,18 +332,13 @@ fn reload(state: &State, path: Option<&Path>) {
     if !changed_live {
         tracing::info!("reload: no live setting changed");
     }
-    let limits = if new.limits == *live.limits.config() {
-        live.limits.clone()
-    } else {
+    if new.limits != *live.state.limits.load().config() {
         tracing::info!("reload: rate limits changed; their buckets start afresh");
-        Arc::new(crate::limits::Limits::new(&new.limits))
-    };
-    state.live.store(Arc::new(Live {
-        reset: new.reset.clone(),
-        events: new.events.clone(),
-        limits,
-        applied: new,
-    }));
+        live.state.limits.store(Arc::new(Limits::new(&new.limits)));
+    }
+    live.state.reset.store(Arc::new(new.reset.clone()));
+    live.upkeep.events.store(Arc::new(new.events.clone()));
+    Some(new)
 }
 
 /// A configuration as dotted keys and their values, secrets redacted, for comparing.

@@ -1,41 +1,45 @@
 //! `latchkeyd`: a password-reset and credential daemon that sits beside an application and
 //! answers on a Unix socket.
 //!
-//! The map:
+//! The map, lowest layer first; a module imports only from the ones above it in this list:
+//! - `clock`, `random`, `setting`: the time, the OS CSPRNG, a refused setting.
+//! - `store`: sled trees behind the store's own interface, with group commit for durability;
+//!   the `[store]` settings. Reset tokens are stored in `store/tokens.rs`, queued mail in
+//!   `store/outbox.rs`, key encodings in `store/keys.rs`.
+//! - `tokens`: the reset token format (selector and verifier).
+//! - `passwords`: the password policy and argon2id hashing on dedicated threads;
+//!   `[passwords]`.
+//! - `limits`: in-process rate limits; `[limits]`.
+//! - `validate`: checks and normalisation of every other caller-supplied field.
+//! - `error`: where internal failures become the stable [`latchkey_client::ApiError`].
+//! - `mail`: the queued mail jobs and the outbox sender (`mail/sender.rs` sends); `[mail]`.
+//! - `metrics`: call counts and latencies, and the levels read at each scrape.
+//! - `service`: the RPC methods (the [`latchkey_client::Latchkey`] trait): a dispatch table
+//!   in `service/mod.rs`, the flows in `accounts`, `login`, `reset` (where a token is minted,
+//!   checked and consumed), `outbox`, `events`, `status`; `[reset]`.
+//! - `maintenance`: background sweeps (expired tokens, old events, idle limiter keys);
+//!   `[events]`.
+//! - `server`: the socket, peer credentials and roles, connection limits, graceful shutdown;
+//!   `[server]` and `[auth]`.
+//! - [`config`]: the whole configuration, loaded from defaults, a TOML file and `LATCHKEY_*`
+//!   variables.
 //! - [`daemon`]: start-up checks, background tasks, systemd notifications, reload, stop.
-//! - [`config`]: settings from defaults, a TOML file and `LATCHKEY_*` variables.
-//! - [`server`]: the socket, peer credentials and roles, connection limits, graceful shutdown.
-//! - [`service`]: the RPC methods (the [`latchkey_client::Latchkey`] trait) and their logging.
-//! - [`store`]: sled trees behind the store's own interface, with group commit for durability.
-//! - [`passwords`]: the password policy and argon2id hashing off the async threads.
-//! - [`tokens`]: the reset token format (selector and verifier).
-//! - [`limits`]: in-process rate limits.
-//! - [`mail`]: the queued mail jobs and the outbox sender.
-//! - [`maintenance`]: background sweeps (expired tokens, old events, idle limiter keys).
-//! - [`metrics`]: call counts, latencies and levels in the Prometheus text format.
-//! - [`validate`]: checks and normalisation of every other caller-supplied field.
-//! - [`error`]: where internal failures become the stable [`latchkey_client::ApiError`].
-//! - [`random`]: the OS CSPRNG.
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::await_holding_lock
-)]
 
+pub(crate) mod clock;
 pub mod config;
 pub mod daemon;
-pub mod error;
-pub mod limits;
-pub mod mail;
-pub mod maintenance;
-pub mod metrics;
-pub mod passwords;
-pub mod random;
-pub mod server;
-pub mod service;
-pub mod store;
-pub mod tokens;
-pub mod validate;
+pub(crate) mod error;
+pub(crate) mod limits;
+pub(crate) mod mail;
+pub(crate) mod maintenance;
+pub(crate) mod metrics;
+pub(crate) mod passwords;
+pub(crate) mod random;
+pub(crate) mod server;
+pub(crate) mod service;
+pub(crate) mod setting;
+pub(crate) mod store;
+pub(crate) mod tokens;
+pub(crate) mod validate;
 
 pub use daemon::{run, DaemonError, Options};

@@ -15,7 +15,10 @@ use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -188,6 +191,10 @@ impl Bucket {
         self.over.store(over, Ordering::Relaxed);
     }
 }
+
+/// The rate limiters in force, shared by the service, the sweeper and the metrics; SIGHUP
+/// replaces them with fresh ones when their settings change.
+pub(crate) type LiveLimits = Arc<ArcSwap<Limits>>;
 
 /// Every limiter of the daemon.
 pub struct Limits {

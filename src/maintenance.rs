@@ -4,42 +4,76 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::service::{now, State};
+use crate::clock::now;
+use crate::limits::LiveLimits;
+use crate::store::Store;
+
+/// The event log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Most events kept; the oldest go first.
+    pub max_events: usize,
+    /// Events older than this are dropped.
+    pub max_age_days: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            max_events: 1_000_000,
+            max_age_days: 90,
+        }
+    }
+}
 
 /// Tokens deleted per sweep step; the sweep repeats until a step finds fewer.
 const SWEEP_BATCH: usize = 10_000;
 
+/// What the sweeps work on; lives as long as the daemon.
+pub(crate) struct Maintenance {
+    /// Tokens and events to sweep.
+    pub(crate) store: Store,
+    /// The event log's retention; SIGHUP may replace it.
+    pub(crate) events: Arc<ArcSwap<EventsConfig>>,
+    /// The rate limiters whose idle keys are dropped.
+    pub(crate) limits: LiveLimits,
+    /// How often tokens and events are swept (`reset.sweep_interval_secs`).
+    pub(crate) sweep_every: Duration,
+}
+
 /// Runs the sweeps until `stop` is cancelled.
-pub async fn run(state: Arc<State>, stop: CancellationToken) {
-    let mut sweep =
-        tokio::time::interval(Duration::from_secs(state.config.reset.sweep_interval_secs));
+pub(crate) async fn run(work: Arc<Maintenance>, stop: CancellationToken) {
+    let mut sweep = tokio::time::interval(work.sweep_every);
     let mut cleanup = tokio::time::interval(Duration::from_secs(
-        state.limits().config().cleanup_interval_secs,
+        work.limits.load().config().cleanup_interval_secs,
     ));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = sweep.tick() => {
-                let state = state.clone();
+                let work = work.clone();
                 // sled calls block; keep them off the async threads.
-                let swept = tokio::task::spawn_blocking(move || sweep_once(&state)).await;
+                let swept = tokio::task::spawn_blocking(move || sweep_once(&work)).await;
                 if let Err(e) = swept {
                     tracing::error!(error = %e, "sweep task failed");
                 }
             }
-            _ = cleanup.tick() => state.limits().cleanup(),
+            _ = cleanup.tick() => work.limits.load().cleanup(),
         }
     }
 }
 
 /// One round of token and event sweeping.
-fn sweep_once(state: &State) {
+fn sweep_once(work: &Maintenance) {
     let now = now();
     let mut tokens = 0;
     loop {
-        match state.store.sweep_tokens(now, SWEEP_BATCH) {
+        match work.store.sweep_tokens(now, SWEEP_BATCH) {
             Ok(n) => {
                 tokens += n;
                 if n < SWEEP_BATCH {
@@ -52,10 +86,9 @@ fn sweep_once(state: &State) {
             }
         }
     }
-    let live = state.live.load();
-    let events = &live.events;
+    let events = work.events.load();
     let min_at = now.saturating_sub(events.max_age_days.saturating_mul(86400));
-    let trimmed = state
+    let trimmed = work
         .store
         .trim_events(events.max_events, min_at)
         .unwrap_or_else(|e| {

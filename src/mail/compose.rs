@@ -8,7 +8,8 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{Address, Message};
 
 use super::config::{parse_mailbox, MailConfig};
-use super::templates::{utc, Templates, Vars};
+use super::template::Vars;
+use super::templates::{utc, Templates};
 use super::{MailJob, MailKind, SetupError};
 
 /// Everything needed to build a message, fixed at start-up.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use lettre::message::Mailbox;
 use serde::{Deserialize, Serialize};
 
-use super::templates::{self, Template};
+use super::template::{self, Template};
 use super::MailKind;
 
 /// Outgoing mail: how it leaves, what it says, and how hard delivery is retried.
@@ -223,7 +223,7 @@ impl MailConfig {
         if self.product_name.chars().any(char::is_control) {
             return bad("mail.product_name", "must not contain control characters");
         }
-        if !templates::is_locale_tag(&self.default_locale) {
+        if !template::is_locale_tag(&self.default_locale) {
             return bad(
                 "mail.default_locale",
                 "must be a language tag such as \"en\" or \"pt-BR\"",

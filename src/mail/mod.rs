@@ -1,7 +1,8 @@
 //! Mail: what the service queues ([`MailJob`]) and the sender that delivers the outbox.
 //!
 //! - [`config`]: the `[mail]` settings and their checks.
-//! - [`templates`]: built-in and overriding templates, locales, the `{{variable}}` language.
+//! - `template`: the `{{variable}}` language.
+//! - `templates`: built-in and overriding templates, locales.
 //! - `compose`: a job and its templates become a complete multipart message.
 //! - `transport`: `.eml` files or SMTP (lettre), and which failures are worth retrying.
 //! - `sender`: the loop over the outbox schedule, retries with backoff, dead letters.
@@ -10,9 +11,10 @@
 //! outbox, never after talking to a mail server.
 
 mod compose;
-pub mod config;
+mod config;
 mod sender;
-pub mod templates;
+mod template;
+mod templates;
 mod transport;
 
 use std::path::PathBuf;

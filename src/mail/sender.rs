@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -32,6 +32,7 @@ use super::compose::Composer;
 use super::config::MailConfig;
 use super::transport::{Failure, Transport, TransportSetup};
 use super::{MailJob, SetupError};
+use crate::clock::now_ms;
 use crate::store::{OutboxMessage, Store, StoreError};
 
 /// After the store fails to list due mail, how long until the sender looks again.
@@ -365,13 +366,6 @@ async fn deliver(shared: Arc<Shared>, message: OutboxMessage) {
 fn random_unit() -> f64 {
     let bits = u64::from_le_bytes(crate::random::bytes::<8>()) >> 11;
     bits as f64 / (1u64 << 53) as f64
-}
-
-/// Now, in Unix milliseconds.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

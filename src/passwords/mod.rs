@@ -9,6 +9,8 @@
 //! (`workers`) behind a semaphore: at most `max_concurrent_hashes` at once, and cheap calls
 //! never wait behind a hash on the async threads.
 
+mod config;
+mod policy;
 mod workers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,102 +22,11 @@ use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Params, Version};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{oneshot, Semaphore};
-use unicode_normalization::UnicodeNormalization;
 
 use self::workers::{Job, Scratch, Workers};
 
-use crate::config::PasswordConfig;
-
-/// Passwords so common that every guessing list starts with them. NIST SP 800-63B asks for a
-/// blocklist; this short one catches the worst, and length does the rest.
-const COMMON: &[&str] = &[
-    "password",
-    "password1",
-    "password12",
-    "password123",
-    "password1234",
-    "passw0rd",
-    "12345678",
-    "123456789",
-    "1234567890",
-    "12345678910",
-    "87654321",
-    "11111111",
-    "00000000",
-    "qwertyui",
-    "qwertyuiop",
-    "qwerty123",
-    "qwerty12",
-    "1q2w3e4r",
-    "1q2w3e4r5t",
-    "1qaz2wsx",
-    "iloveyou",
-    "sunshine",
-    "princess",
-    "football",
-    "baseball",
-    "welcome1",
-    "welcome123",
-    "letmein1",
-    "letmein123",
-    "admin123",
-    "administrator",
-    "changeme",
-    "changeme123",
-    "trustno1",
-    "superman",
-    "starwars",
-    "whatever",
-    "dragon123",
-    "monkey123",
-    "abc12345",
-    "abcd1234",
-    "abcdefgh",
-    "aa123456",
-    "asdfghjk",
-    "zxcvbnm1",
-    "zaq12wsx",
-    "123qweasd",
-    "q1w2e3r4",
-    "q1w2e3r4t5",
-    "p@ssw0rd",
-    "p@ssword",
-    "passwort",
-    "motdepasse",
-    "contraseña",
-];
-
-/// Why a password was refused; the message is shown to the user.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
-    /// Fewer code points than the minimum.
-    #[error("must be at least {min} characters long")]
-    TooShort {
-        /// The minimum.
-        min: usize,
-    },
-    /// More code points than the maximum.
-    #[error("must be at most {max} characters long")]
-    TooLong {
-        /// The maximum.
-        max: usize,
-    },
-    /// More bytes than the byte cap.
-    #[error("must be at most {max} bytes long")]
-    TooManyBytes {
-        /// The byte cap.
-        max: usize,
-    },
-    /// Contains a NUL character, which many callers' string handling would cut the password at.
-    #[error("must not contain a NUL character")]
-    Nul,
-    /// On the list of commonly used passwords.
-    #[error("is too common; choose another")]
-    Common,
-    /// Is the account's email address or its local part.
-    #[error("must not be your email address")]
-    ContainsEmail,
-}
+pub use config::PasswordConfig;
+pub use policy::PolicyError;
 
 /// The result of checking a password.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,40 +201,6 @@ impl Passwords {
         })
     }
 
-    /// Checks a new password against the policy and returns the form to hash.
-    pub fn check_policy(&self, password: &str, email: Option<&str>) -> Result<String, PolicyError> {
-        let p = &self.inner.policy;
-        // The byte cap comes first so a huge argument costs nothing more than its receipt.
-        if password.len() > p.max_bytes {
-            return Err(PolicyError::TooManyBytes { max: p.max_bytes });
-        }
-        if password.contains('\0') {
-            return Err(PolicyError::Nul);
-        }
-        let normalised: String = password.nfkc().collect();
-        let chars = normalised.chars().count();
-        if chars < p.min_chars {
-            return Err(PolicyError::TooShort { min: p.min_chars });
-        }
-        if chars > p.max_chars {
-            return Err(PolicyError::TooLong { max: p.max_chars });
-        }
-        if normalised.len() > p.max_bytes {
-            return Err(PolicyError::TooManyBytes { max: p.max_bytes });
-        }
-        let lower = normalised.to_lowercase();
-        if COMMON.contains(&lower.as_str()) {
-            return Err(PolicyError::Common);
-        }
-        if let Some(email) = email {
-            let local = email.split('@').next().unwrap_or(email);
-            if lower == email || (local.chars().count() >= p.min_chars && lower == local) {
-                return Err(PolicyError::ContainsEmail);
-            }
-        }
-        Ok(normalised)
-    }
-
     /// Hashes a password that passed [`Passwords::check_policy`].
     pub async fn hash(&self, normalised: String) -> Result<String, HashError> {
         let inner = self.inner.clone();
@@ -333,12 +210,6 @@ impl Passwords {
                 .map_err(HashError::Argon2)
         })
         .await?
-    }
-
-    /// The form of a password that gets hashed (NFKC), without any policy check: for
-    /// rehashing a password that was accepted under an older policy.
-    pub fn normalise(password: &str) -> String {
-        password.nfkc().collect()
     }
 
     /// Checks `password` against a stored hash, or against the dummy hash when there is none,
@@ -440,70 +311,23 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// A pool with the default parameters and one hashing slot, for the tests of this module
+/// and its children.
+#[cfg(test)]
+pub(crate) fn test_pool() -> Passwords {
+    match Passwords::new(&PasswordConfig::default(), 1, Histogram::new([1.0])) {
+        Ok(p) => p,
+        Err(e) => unreachable!("default parameters are valid: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn passwords() -> Passwords {
-        match Passwords::new(&PasswordConfig::default(), 1, Histogram::new([1.0])) {
-            Ok(p) => p,
-            Err(e) => unreachable!("default parameters are valid: {e}"),
-        }
-    }
-
-    #[test]
-    fn length_is_counted_in_code_points_after_nfkc() {
-        let p = passwords();
-        // Seven ASCII letters are too short.
-        assert_eq!(
-            p.check_policy("abcdefg", None),
-            Err(PolicyError::TooShort { min: 8 })
-        );
-        // Eight two-byte characters are eight characters, not sixteen bytes.
-        assert!(p.check_policy("éééééééé", None).is_ok());
-        // The ligature "ﬃ" is one code point but NFKC makes it three.
-        assert_eq!(
-            p.check_policy("ﬃﬃ", None),
-            Err(PolicyError::TooShort { min: 8 })
-        );
-        assert!(p.check_policy("ﬃﬃﬃ", None).is_ok());
-    }
-
-    #[test]
-    fn long_passwords_are_refused_not_truncated() {
-        let p = passwords();
-        assert!(p.check_policy(&"a".repeat(256), None).is_ok());
-        assert_eq!(
-            p.check_policy(&"b".repeat(257), None),
-            Err(PolicyError::TooLong { max: 256 })
-        );
-        assert_eq!(
-            p.check_policy(&"c".repeat(5000), None),
-            Err(PolicyError::TooManyBytes { max: 1024 })
-        );
-    }
-
-    #[test]
-    fn common_and_email_passwords_are_refused() {
-        let p = passwords();
-        assert_eq!(
-            p.check_policy("Password123", None),
-            Err(PolicyError::Common)
-        );
-        assert_eq!(
-            p.check_policy("someone@example.com", Some("someone@example.com")),
-            Err(PolicyError::ContainsEmail)
-        );
-        assert_eq!(
-            p.check_policy("longlocalpart", Some("longlocalpart@example.com")),
-            Err(PolicyError::ContainsEmail)
-        );
-        assert_eq!(p.check_policy("abc\0defghij", None), Err(PolicyError::Nul));
-    }
-
     #[tokio::test]
     async fn nfkc_equivalent_passwords_verify() {
-        let p = passwords();
+        let p = test_pool();
         // Full-width digits normalise to ASCII digits.
         let hash = match p.check_policy("pass１２３４５６", None) {
             Ok(n) => p.hash(n).await.ok(),
@@ -527,7 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn bcrypt_and_weak_argon2_hashes_verify_and_ask_for_a_rehash() {
-        let p = passwords();
+        let p = test_pool();
         let bcrypt = bcrypt::hash("legacy secret", 4).unwrap_or_default();
         for prefix in ["$2a$", "$2b$", "$2y$"] {
             let hash = format!("{prefix}{}", &bcrypt[4..]);
@@ -573,7 +397,7 @@ mod tests {
 
     #[tokio::test]
     async fn stored_hashes_beyond_the_cost_limits_are_refused_not_computed() {
-        let p = passwords();
+        let p = test_pool();
         let salt_and_hash = "c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc";
         // 4 TiB of memory: allocating it aborted the daemon.
         let huge = format!("$argon2id$v=19$m=4294967295,t=1,p=1${salt_and_hash}");
@@ -613,7 +437,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_gives_up_while_waiting_leaves_the_queue() {
-        let p = passwords();
+        let p = test_pool();
         // One slot: the first hash holds it, the second caller waits for it.
         let first = tokio::spawn({
             let p = p.clone();
@@ -646,17 +470,10 @@ mod properties {
 
     use super::*;
 
-    fn passwords() -> Passwords {
-        match Passwords::new(&PasswordConfig::default(), 1, Histogram::new([1.0])) {
-            Ok(p) => p,
-            Err(e) => unreachable!("default parameters are valid: {e}"),
-        }
-    }
-
     proptest! {
         #[test]
         fn the_policy_never_panics_and_accepts_only_lengths_in_range(raw in "\\PC{0,300}") {
-            let p = passwords();
+            let p = test_pool();
             if let Ok(normal) = p.check_policy(&raw, None) {
                 let chars = normal.chars().count();
                 prop_assert!((8..=256).contains(&chars));
@@ -669,7 +486,7 @@ mod properties {
 
         #[test]
         fn nothing_is_ever_truncated(len in 257usize..600) {
-            let p = passwords();
+            let p = test_pool();
             prop_assert_eq!(
                 p.check_policy(&"q".repeat(len), None),
                 Err(PolicyError::TooLong { max: 256 })

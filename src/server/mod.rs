@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
-use latchkey_client::{CallerRole, Latchkey};
+use latchkey_client::Latchkey;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
@@ -23,10 +23,15 @@ use tokio_util::codec::LengthDelimitedCodec;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AuthConfig, Config};
-
+mod auth;
 mod codec;
+mod config;
+
 use crate::service::{Peer, Service, State};
+
+use auth::peer_groups;
+pub(crate) use auth::Auth;
+pub use config::{AuthConfig, ServerConfig};
 
 /// Why the socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +73,10 @@ pub struct Listening {
 
 /// Takes the socket from systemd (`LISTEN_FDS`) when started by a .socket unit, or binds the
 /// configured path otherwise.
-pub async fn listen(config: &Config) -> Result<Listening, BindError> {
+pub(crate) async fn listen(config: &ServerConfig) -> Result<Listening, BindError> {
     let io_err = |what, source| BindError::Io {
         what,
-        path: config.server.socket.clone(),
+        path: config.socket.clone(),
         source,
     };
     // listen_fds() checks LISTEN_PID, so a variable inherited from a parent is ignored.
@@ -81,7 +86,7 @@ pub async fn listen(config: &Config) -> Result<Listening, BindError> {
         return Ok(Listening {
             listener,
             gid,
-            path: config.server.socket.clone(),
+            path: config.socket.clone(),
             activated: false,
         });
     };
@@ -96,11 +101,10 @@ pub async fn listen(config: &Config) -> Result<Listening, BindError> {
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(Path::to_path_buf))
-        .unwrap_or_else(|| config.server.socket.clone());
+        .unwrap_or_else(|| config.socket.clone());
     let gid = std::fs::metadata(&path)
         .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
-        // SAFETY: getegid has no preconditions and cannot fail.
-        .unwrap_or_else(|_| unsafe { libc::getegid() });
+        .unwrap_or_else(|_| nix::unistd::getegid().as_raw());
     let listener = UnixListener::from_std(std_listener)
         .map_err(|e| io_err("cannot use the activated socket", e))?;
     tracing::info!(socket = %path.display(), "using the socket passed by systemd");
@@ -114,8 +118,8 @@ pub async fn listen(config: &Config) -> Result<Listening, BindError> {
 
 /// Binds the socket: removes a stale socket file (refusing if a live daemon answers on it),
 /// then sets the configured mode and group. Returns the listener and the socket's group.
-async fn bind(config: &Config) -> Result<(UnixListener, u32), BindError> {
-    let path = config.server.socket.as_path();
+async fn bind(config: &ServerConfig) -> Result<(UnixListener, u32), BindError> {
+    let path = config.socket.as_path();
     let io_err = |what, source| BindError::Io {
         what,
         path: path.to_path_buf(),
@@ -137,178 +141,46 @@ async fn bind(config: &Config) -> Result<(UnixListener, u32), BindError> {
     let mode = config.socket_mode().unwrap_or(0o660);
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| io_err("cannot set the mode of", e))?;
-    let gid = match &config.server.socket_group {
+    let gid = match &config.socket_group {
         Some(group) => {
             let gid = group_id(group).ok_or_else(|| BindError::NoSuchGroup(group.clone()))?;
             std::os::unix::fs::chown(path, None, Some(gid))
                 .map_err(|e| io_err("cannot set the group of", e))?;
             gid
         }
-        // SAFETY: getegid has no preconditions and cannot fail.
-        None => unsafe { libc::getegid() },
+        None => nix::unistd::getegid().as_raw(),
     };
     Ok((listener, gid))
 }
 
-/// A group's id from its name or number.
+/// A group's id from its name or number. Called only at start-up: the lookup goes through
+/// NSS (getgrnam_r), which may read files or ask a directory service.
 fn group_id(group: &str) -> Option<u32> {
     if let Ok(gid) = group.parse() {
         return Some(gid);
     }
-    let name = std::ffi::CString::new(group).ok()?;
-    // SAFETY: `name` is a valid C string; getgrnam returns null or a pointer to static storage
-    // that we read at once. It is called only at start-up, before other threads look up groups.
-    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
-    if entry.is_null() {
-        return None;
-    }
-    // SAFETY: non-null pointer from getgrnam, read before any other getgr* call.
-    Some(unsafe { (*entry).gr_gid })
-}
-
-/// Decides a connection's role from its peer credentials.
-#[derive(Clone, Debug)]
-pub struct Auth {
-    /// Uids with the admin role.
-    admin_uids: Vec<u32>,
-    /// Gids with the admin role.
-    admin_gids: Vec<u32>,
-    /// Uids with the app role.
-    app_uids: Vec<u32>,
-    /// Gids with the app role.
-    app_gids: Vec<u32>,
-}
-
-impl Auth {
-    /// The configured roles, with the defaults filled in: the daemon's own uid and root are
-    /// admin, members of the socket's group are app.
-    pub fn new(config: &AuthConfig, socket_gid: u32) -> Auth {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let own_uid = unsafe { libc::geteuid() };
-        Auth {
-            admin_uids: config
-                .admin_uids
-                .clone()
-                .unwrap_or_else(|| vec![own_uid, 0]),
-            admin_gids: config.admin_gids.clone(),
-            app_uids: config.app_uids.clone(),
-            app_gids: config.app_gids.clone().unwrap_or_else(|| vec![socket_gid]),
-        }
-    }
-
-    /// The role for a peer, or `None` to refuse it. `groups` gives the peer's supplementary
-    /// groups; it is called only when the uid and primary gid decide nothing.
-    pub fn role(
-        &self,
-        uid: u32,
-        gid: u32,
-        groups: impl FnOnce() -> Vec<u32>,
-    ) -> Option<CallerRole> {
-        let mut groups = Some(groups);
-        let mut known: Option<Vec<u32>> = None;
-        let mut in_any = |gids: &[u32]| {
-            if gids.is_empty() {
-                return false;
-            }
-            if gids.contains(&gid) {
-                return true;
-            }
-            let known = known.get_or_insert_with(|| groups.take().map(|f| f()).unwrap_or_default());
-            known.iter().any(|g| gids.contains(g))
-        };
-        if self.admin_uids.contains(&uid) || in_any(&self.admin_gids) {
-            Some(CallerRole::Admin)
-        } else if self.app_uids.contains(&uid) || in_any(&self.app_gids) {
-            Some(CallerRole::App)
-        } else {
+    match nix::unistd::Group::from_name(group) {
+        Ok(found) => found.map(|g| g.gid.as_raw()),
+        Err(e) => {
+            tracing::warn!(group, error = %e, "cannot look up the socket group");
             None
         }
     }
 }
 
-/// `SO_PEERGROUPS` from asm-generic/socket.h (Linux 4.13+), the same on x86, arm and
-/// riscv; libc does not export it for every target.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64"
-))]
-const SO_PEERGROUPS: libc::c_int = 59;
-
-/// The peer's supplementary groups. The kernel's peer credentials carry only the primary gid,
-/// and an app user is usually in the socket's group as a supplementary group. `SO_PEERGROUPS`
-/// gives the groups the peer had when it connected, which cannot race with pid reuse; on
-/// kernels without it, `/proc/PID/status` is read instead.
-fn peer_groups(stream: &UnixStream, pid: Option<i32>) -> Vec<u32> {
-    #[cfg(any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    ))]
-    {
-        use std::os::fd::AsRawFd;
-        let gid_size = std::mem::size_of::<libc::gid_t>();
-        let mut groups: Vec<libc::gid_t> = vec![0; 64];
-        // The kernel caps supplementary groups at 65536; one retry with the size it asks for.
-        for _ in 0..2 {
-            let mut len = (groups.len() * gid_size) as libc::socklen_t;
-            // SAFETY: the buffer is valid for `len` bytes and outlives the call; the kernel
-            // writes at most `len` bytes and reports how many in `len`.
-            let rc = unsafe {
-                libc::getsockopt(
-                    stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    SO_PEERGROUPS,
-                    groups.as_mut_ptr().cast(),
-                    &mut len,
-                )
-            };
-            if rc == 0 {
-                groups.truncate(len as usize / gid_size);
-                return groups;
-            }
-            if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE) {
-                break;
-            }
-            groups.resize((len as usize / gid_size).clamp(1, 65536), 0);
-        }
-    }
-    groups_from_proc(pid)
-}
-
-/// The supplementary groups of a process, from `/proc/PID/status`.
-fn groups_from_proc(pid: Option<i32>) -> Vec<u32> {
-    let Some(pid) = pid else { return Vec::new() };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Groups:"))
-        .map(|list| {
-            list.split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Serves connections until `shutdown` completes, then stops accepting, lets the calls in
 /// flight finish (up to the configured grace period) and returns.
-pub async fn run(
+pub(crate) async fn run(
     listener: UnixListener,
     state: Arc<State>,
     auth: Auth,
+    config: &ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
-    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
-    let accept = accept_loop(&listener, &state, &auth, &stop, &connections);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let accept = accept_loop(&listener, &state, &auth, config, &stop, &connections);
     tokio::select! {
         () = accept => {}
         () = shutdown => tracing::info!("shutting down: no new connections; finishing calls in flight"),
@@ -331,10 +203,11 @@ async fn accept_loop(
     listener: &UnixListener,
     state: &Arc<State>,
     auth: &Auth,
+    config: &ServerConfig,
     stop: &CancellationToken,
     connections: &TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(state.config.server.max_connections));
+    let limit = Arc::new(Semaphore::new(config.max_connections));
     loop {
         // Taking the permit before accepting leaves excess connections in the kernel's backlog
         // instead of accepting and then starving them.
@@ -365,14 +238,8 @@ async fn accept_loop(
         tracing::debug!(uid, gid, pid, ?role, "connection");
         let service = Service {
             state: state.clone(),
-            peer: Peer {
-                uid,
-                gid,
-                pid,
-                role,
-            },
+            peer: Peer { uid, pid, role },
         };
-        let config = &state.config.server;
         let io = UntilShutdown::new(
             stream,
             stop.clone(),

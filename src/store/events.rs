@@ -37,7 +37,7 @@ impl Store {
     pub(super) fn new_event(&self, event: NewEvent) -> Result<EventRecord, StoreError> {
         Ok(Event {
             seq: self.next_id()?,
-            at: crate::service::now(),
+            at: crate::clock::now(),
             kind: event.kind,
             user_id: event.user_id,
             client_ip: event.client_ip,

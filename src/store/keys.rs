@@ -17,21 +17,6 @@ pub fn email(normalised: &str) -> &[u8] {
     normalised.as_bytes()
 }
 
-/// Key of the per-user token index: user id, issue time, selector. A prefix scan over the
-/// user id lists the user's tokens oldest first.
-pub fn user_token(user_id: u64, issued_at_ms: u64, selector: &[u8; 16]) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&user_id.to_be_bytes());
-    key[8..16].copy_from_slice(&issued_at_ms.to_be_bytes());
-    key[16..].copy_from_slice(selector);
-    key
-}
-
-/// The selector part of a [`user_token`] key.
-pub fn user_token_selector(key: &[u8]) -> Option<[u8; 16]> {
-    key.get(16..32)?.try_into().ok()
-}
-
 /// Key of the expiry index: expiry time, then the item's own key, so a scan from the start
 /// finds what has expired first.
 pub fn expiry(expires_at: u64, item: &[u8]) -> Vec<u8> {

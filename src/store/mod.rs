@@ -15,11 +15,11 @@ mod seal;
 mod tokens;
 mod users;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
@@ -27,6 +27,25 @@ pub use events::{EventRecord, NewEvent};
 pub use outbox::{OutboxMessage, OutboxRecord, OutboxState};
 pub use tokens::{IssuedToken, TokenRecord, TokenState};
 pub use users::{NewUserRecord, UserRecord};
+
+/// Where the data lives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Data directory; the embedded database lives in `db/` below it.
+    pub data_dir: PathBuf,
+    /// sled's page cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("latchkey-data"),
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -69,7 +69,9 @@ impl Store {
         }))
     }
 
-    /// Queues a message on its own. Durable on return.
+    /// Queues a message on its own. Durable on return. Every message the daemon queues goes
+    /// with the change that caused it, in its transaction; this is for tests of the outbox.
+    #[cfg(test)]
     pub async fn enqueue_mail(&self, payload: &[u8], now: u64) -> Result<u64, StoreError> {
         let Some(record) = self.prepare_mail(Some(payload), now)? else {
             return Err(StoreError::NotFound);
@@ -131,16 +133,6 @@ impl Store {
             trees.outbox.remove(keys::user(id))?;
         }
         Ok(())
-    }
-
-    /// When the earliest queued message is due (Unix milliseconds).
-    pub fn next_mail_due(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .inner
-            .trees
-            .outbox_due
-            .first()?
-            .and_then(|(key, _)| keys::read_u64(&key)))
     }
 
     /// One message with its payload opened.

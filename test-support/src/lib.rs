@@ -46,6 +46,14 @@ pub fn another_uid() -> u32 {
     our_uid().wrapping_add(1)
 }
 
+/// Now, in Unix seconds, as the daemon stamps its records.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
 /// A path as a string, for TOML files and arguments; test paths are always UTF-8.
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("temporary paths are UTF-8")

@@ -54,7 +54,7 @@ async fn a_token_resets_the_password_once_and_revokes_the_users_other_tokens() {
     assert_eq!(check.state, TokenState::Valid);
     assert!(check
         .expires_at
-        .is_some_and(|at| at > latchkeyd::service::now() + 1700));
+        .is_some_and(|at| at > latchkey_test_support::now() + 1700));
     // Checking does not use the token up.
     assert_eq!(state(&client, &first).await, TokenState::Valid);
 

@@ -12,8 +12,9 @@ mod outbox;
 mod reset;
 mod users;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub(crate) use latchkey_test_support::now;
 use latchkey_test_support::Run;
 use serde::de::DeserializeOwned;
 
@@ -41,12 +42,4 @@ pub(crate) fn token_of(link: &str) -> &str {
     link.split_once("token=")
         .map(|(_, token)| token)
         .unwrap_or_else(|| panic!("no token in the link {link:?}"))
-}
-
-/// Seconds since the epoch.
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs()
 }

@@ -1,0 +1,215 @@
+//! Accounts: creating, reading, listing, enabling and disabling, deleting, importing, and an
+//! admin setting a password.
+
+use latchkey_client::{
+    ApiError, EventKind, ImportOutcome, ImportUser, NewUser, PasswordChanged, User, UserId,
+    UserStatus,
+};
+
+use super::{page, Service, MAX_PAGE};
+use crate::clock::now;
+use crate::store::{NewEvent, NewUserRecord, StoreError, UserRecord};
+use crate::validate;
+
+pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User, ApiError> {
+    let email = validate::email(&user.email)?;
+    let name = validate::name(&user.name)?;
+    let role = validate::role(user.role.as_deref())?;
+    let locale = validate::locale(user.locale.as_deref())?;
+    let normalised = service
+        .state
+        .passwords
+        .check_policy(&user.password, Some(&email))?;
+    // Refuse a taken address before paying for a hash; the insert checks again
+    // inside its transaction, which is what makes the index unique.
+    if service.state.store.user_by_email(&email)?.is_some() {
+        return Err(ApiError::EmailTaken);
+    }
+    let password_hash = service.state.passwords.hash(normalised).await?;
+    let record = service
+        .state
+        .store
+        .insert_user(NewUserRecord {
+            email,
+            name,
+            role,
+            status: UserStatus::Active,
+            password_hash,
+            locale,
+            created_at: now(),
+        })
+        .await?;
+    Ok(record.to_api())
+}
+
+pub(super) async fn get_user(service: &Service, id: UserId) -> Result<User, ApiError> {
+    Ok(service.user_record(id)?.to_api())
+}
+
+pub(super) async fn find_user(service: &Service, email: String) -> Result<User, ApiError> {
+    let email = validate::email(&email)?;
+    let record = service.state.store.user_by_email(&email)?;
+    Ok(record.ok_or(ApiError::NotFound)?.to_api())
+}
+
+pub(super) async fn set_status(
+    service: &Service,
+    id: UserId,
+    status: UserStatus,
+) -> Result<User, ApiError> {
+    let now = now();
+    let kind = match status {
+        UserStatus::Active => EventKind::UserEnabled,
+        UserStatus::Disabled => EventKind::UserDisabled,
+    };
+    let record = service
+        .state
+        .store
+        .update_user(id, Some(NewEvent::user(kind, id, None)), |r| {
+            if r.status != status {
+                r.status = status;
+                r.updated_at = now;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(record.to_api())
+}
+
+pub(super) async fn delete_user(service: &Service, id: UserId) -> Result<(), ApiError> {
+    service.state.store.delete_user(id).await?;
+    Ok(())
+}
+
+pub(super) async fn list_users(
+    service: &Service,
+    after: UserId,
+    limit: u32,
+) -> Result<Vec<User>, ApiError> {
+    let users = service.state.store.users_after(after, page(limit))?;
+    Ok(service.fit_frame(users.iter().map(UserRecord::to_api).collect()))
+}
+
+pub(super) async fn set_password(
+    service: &Service,
+    id: UserId,
+    new_password: String,
+) -> Result<PasswordChanged, ApiError> {
+    let record = service.user_record(id)?;
+    let normalised = service
+        .state
+        .passwords
+        .check_policy(&new_password, Some(&record.email))?;
+    service
+        .store_new_password(&record, normalised, EventKind::PasswordSet, None)
+        .await
+        .map_err(|e| match e {
+            ApiError::InvalidCredentials => ApiError::Unavailable,
+            e => e,
+        })
+}
+
+pub(super) async fn import_users(
+    service: &Service,
+    users: Vec<ImportUser>,
+) -> Result<Vec<ImportOutcome>, ApiError> {
+    if users.len() > MAX_PAGE as usize {
+        return Err(ApiError::InvalidInput {
+            field: "users".into(),
+            reason: format!("at most {MAX_PAGE} accounts per call"),
+        });
+    }
+    let now = now();
+    let checked: Vec<Result<NewUserRecord, ApiError>> = users
+        .into_iter()
+        .map(|u| service.import_record(u, now))
+        .collect();
+    let valid: Vec<NewUserRecord> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let mut inserted = service.state.store.insert_users(valid).await?.into_iter();
+    Ok(checked
+        .into_iter()
+        .map(|c| match c {
+            Err(e) => Err(e),
+            Ok(_) => match inserted.next() {
+                Some(Ok(record)) => Ok(record.id),
+                Some(Err(e)) => Err(e.into()),
+                None => Err(ApiError::Unavailable),
+            },
+        })
+        .collect())
+}
+
+impl Service {
+    /// The user with this id, or `NotFound`.
+    pub(super) fn user_record(&self, id: UserId) -> Result<UserRecord, ApiError> {
+        self.state.store.user(id)?.ok_or(ApiError::NotFound)
+    }
+
+    /// Sets a new password (already checked against the policy) on `record`, with its event
+    /// and notice; `InvalidCredentials` if the password changed meanwhile.
+    pub(super) async fn store_new_password(
+        &self,
+        record: &UserRecord,
+        normalised: String,
+        kind: EventKind,
+        client_ip: Option<&str>,
+    ) -> Result<PasswordChanged, ApiError> {
+        let hash = self.state.passwords.hash(normalised).await?;
+        let now = now();
+        let notice = self.changed_notice(record, client_ip, now);
+        let updated = self
+            .state
+            .store
+            .set_password(
+                record.id,
+                record.credential_epoch,
+                &hash,
+                now,
+                NewEvent::user(kind, record.id, client_ip.map(str::to_owned)),
+                Some(&notice),
+            )
+            .await
+            .map_err(|e| match e {
+                // Someone else changed the password while we hashed: what we checked against
+                // is no longer current.
+                StoreError::Stale => ApiError::InvalidCredentials,
+                e => e.into(),
+            })?;
+        self.state.mail_wake.notify_one();
+        Ok(updated.password_changed())
+    }
+
+    /// Checks one imported account and turns it into a record to insert.
+    pub(super) fn import_record(
+        &self,
+        user: ImportUser,
+        now: u64,
+    ) -> Result<NewUserRecord, ApiError> {
+        let email = validate::email(&user.email)?;
+        crate::passwords::check_stored_hash(&user.password_hash).map_err(|reason| {
+            ApiError::InvalidInput {
+                field: "password_hash".into(),
+                reason,
+            }
+        })?;
+        let created_at = user.created_at.unwrap_or(now);
+        if created_at > now + 86400 {
+            return Err(ApiError::InvalidInput {
+                field: "created_at".into(),
+                reason: "lies in the future".into(),
+            });
+        }
+        Ok(NewUserRecord {
+            email,
+            name: validate::name(&user.name)?,
+            role: validate::role(user.role.as_deref())?,
+            status: user.status.unwrap_or(UserStatus::Active),
+            password_hash: user.password_hash,
+            locale: validate::locale(user.locale.as_deref())?,
+            created_at,
+        })
+    }
+}
