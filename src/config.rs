@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn every_default_key_is_in_the_example() {
-        let text = std::fs::read_to_string(example()).unwrap_or_default();
+        let text = std::fs::read_to_string(example()).expect("config.toml.example is readable");
         let defaults =
             toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Boolean(false));
         let Some(sections) = defaults.as_table() else {

@@ -9,6 +9,10 @@
 //! A separate test binary from `tests/integration/`; the daemon comes from the shared
 //! harness, `latchkey-test-support`.
 
+// The helpers of this test crate fail the test the way its #[test] functions do, by
+// panicking with a message; clippy.toml allows that only inside the test functions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};

@@ -140,7 +140,6 @@ fn clean(name: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed expectation is how a test fails
 mod tests {
     use super::*;
 

@@ -336,7 +336,6 @@ pub(crate) fn parse_mailbox(text: &str) -> Result<Mailbox, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::expect_used)] // a failed expectation is how a test fails
 mod tests {
     use super::*;
 

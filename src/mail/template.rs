@@ -259,7 +259,6 @@ pub(crate) fn vars(pairs: &[(&'static str, &str)]) -> Vars {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is how a test fails
 mod tests {
     use super::*;
 

@@ -320,7 +320,6 @@ pub(crate) fn utc(secs: u64) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is how a test fails
 mod tests {
     use super::*;
     use crate::mail::template::vars;

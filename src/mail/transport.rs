@@ -270,7 +270,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed expectation is how a test fails
 mod tests {
     use super::*;
 

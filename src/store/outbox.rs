@@ -281,10 +281,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreadable_message_is_set_aside_and_does_not_block_the_others() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("tempdir: {e}"));
-        let store = Store::open(dir.path(), 1 << 20).unwrap_or_else(|e| unreachable!("open: {e}"));
-        let first = store.enqueue_mail(b"first", 10).await.unwrap_or_default();
-        let second = store.enqueue_mail(b"second", 10).await.unwrap_or_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let first = store.enqueue_mail(b"first", 10).await.expect("enqueue");
+        let second = store.enqueue_mail(b"second", 10).await.expect("enqueue");
         // Damage the first payload, as a bad disk or a replaced key file would.
         let key = keys::user(first);
         let bytes = store
@@ -294,20 +294,19 @@ mod tests {
             .get(key)
             .ok()
             .flatten()
-            .unwrap_or_default();
-        let mut record: OutboxRecord =
-            decode(OUTBOX, &bytes).unwrap_or_else(|e| unreachable!("{e}"));
+            .expect("the first message is stored");
+        let mut record: OutboxRecord = decode(OUTBOX, &bytes).expect("the record decodes");
         if let Some(b) = record.payload.last_mut() {
             *b ^= 1;
         }
-        let encoded = super::super::encode(OUTBOX, &record).unwrap_or_default();
+        let encoded = super::super::encode(OUTBOX, &record).expect("the record encodes");
         assert!(store.inner.trees.outbox.insert(key, encoded).is_ok());
 
-        let due = store.due_mail(u64::MAX, 10).unwrap_or_default();
+        let due = store.due_mail(u64::MAX, 10).expect("due mail reads");
         let ids: Vec<u64> = due.iter().map(|m| m.record.id).collect();
         assert_eq!(ids, vec![second]);
         assert_eq!(due[0].payload, b"second");
-        let listed = store.mail_after(0, 10).unwrap_or_default();
+        let listed = store.mail_after(0, 10).expect("the outbox lists");
         let dead = listed.iter().find(|m| m.record.id == first);
         assert!(dead.is_some_and(|m| m.record.state == OutboxState::Dead
             && m.record

@@ -394,8 +394,8 @@ mod tests {
     use crate::store::NewUserRecord;
 
     async fn store_with_user() -> (tempfile::TempDir, Store, UserRecord) {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| unreachable!("tempdir: {e}"));
-        let store = Store::open(dir.path(), 1 << 20).unwrap_or_else(|e| unreachable!("open: {e}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
         let user = store
             .insert_user(NewUserRecord {
                 email: "sweep@example.com".into(),
@@ -407,7 +407,7 @@ mod tests {
                 created_at: 1,
             })
             .await
-            .unwrap_or_else(|e| unreachable!("insert: {e}"));
+            .expect("insert");
         (dir, store, user)
     }
 
@@ -483,7 +483,7 @@ mod tests {
             used_at: None,
             purge_at: 5,
         };
-        let json = serde_json::to_string(&record).unwrap_or_default();
+        let json = serde_json::to_string(&record).expect("a record serialises");
         assert!(
             json.contains(r#""verifier_hash":"00254a6f94b9de03"#),
             "{json}"
@@ -492,7 +492,7 @@ mod tests {
         assert_eq!(back.map(|r| r.verifier_hash), Some(hash));
         // The format written before: an array of 32 numbers.
         let with = |hash: serde_json::Value| {
-            let mut value = serde_json::to_value(&record).unwrap_or_default();
+            let mut value = serde_json::to_value(&record).expect("a record serialises");
             value["verifier_hash"] = hash;
             serde_json::from_value::<TokenRecord>(value).map(|r| r.verifier_hash)
         };

@@ -7,6 +7,10 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`bash scripts/install-browser`) and
 //! Python's aiosmtpd (`./scripts/test` installs it); fails, saying so, without them.
 
+// The helpers of this test crate fail the test the way its #[test] functions do, by
+// panicking with a message; clippy.toml allows that only inside the test functions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod util;
 
 use std::time::Duration;
