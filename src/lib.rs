@@ -43,3 +43,6 @@ pub(crate) mod tokens;
 pub(crate) mod validate;
 
 pub use daemon::{run, DaemonError, Options};
+
+#[cfg(test)]
+mod layers;

@@ -9,6 +9,7 @@
 
 mod commit;
 mod events;
+mod hex32;
 pub mod keys;
 mod outbox;
 mod seal;
