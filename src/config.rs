@@ -228,6 +228,10 @@ mod tests {
         );
         check("[server]\nsocket_mode = \"rw\"\n", "server.socket_mode");
         check(
+            "[mail.subjects]\npassword_changed = \"{{link}}\"\n",
+            "mail.subjects.password_changed",
+        );
+        check(
             "[limits]\nreset_per_ip = { burst = 0, per_secs = 60 }\n",
             "reset_per_ip",
         );

@@ -89,31 +89,86 @@ pub enum TransportKind {
     Smtp,
 }
 
-/// Subject lines; `{{variables}}` as in the templates.
+/// Subject lines; `{{variables}}` as in the templates. Parsed once, when the configuration is
+/// read: a mistake is refused there, naming its key, and the sender uses the parsed templates.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "SubjectsText", into = "SubjectsText")]
 pub struct SubjectsConfig {
-    /// Default `"Reset your {{product}} password"`.
-    pub password_reset: String,
-    /// Default `"Your {{product}} password was changed"`.
-    pub password_changed: String,
+    /// The text as configured, for printing and comparing the configuration.
+    text: SubjectsText,
+    /// `password_reset`, parsed.
+    reset: Template,
+    /// `password_changed`, parsed.
+    changed: Template,
 }
 
-impl Default for SubjectsConfig {
+/// The subject lines as written in the configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SubjectsText {
+    /// Default `"Reset your {{product}} password"`.
+    password_reset: String,
+    /// Default `"Your {{product}} password was changed"`.
+    password_changed: String,
+}
+
+impl Default for SubjectsText {
     fn default() -> Self {
-        SubjectsConfig {
+        SubjectsText {
             password_reset: "Reset your {{product}} password".into(),
             password_changed: "Your {{product}} password was changed".into(),
         }
     }
 }
 
+impl TryFrom<SubjectsText> for SubjectsConfig {
+    type Error = String;
+
+    fn try_from(text: SubjectsText) -> Result<SubjectsConfig, String> {
+        let parse = |key: &str, source: &str, kind| {
+            Template::parse(source, kind).map_err(|e| format!("{key}: {e}"))
+        };
+        Ok(SubjectsConfig {
+            reset: parse(
+                "mail.subjects.password_reset",
+                &text.password_reset,
+                MailKind::PasswordReset,
+            )?,
+            changed: parse(
+                "mail.subjects.password_changed",
+                &text.password_changed,
+                MailKind::PasswordChanged,
+            )?,
+            text,
+        })
+    }
+}
+
+impl From<SubjectsConfig> for SubjectsText {
+    fn from(subjects: SubjectsConfig) -> SubjectsText {
+        subjects.text
+    }
+}
+
+impl Default for SubjectsConfig {
+    fn default() -> Self {
+        let text = SubjectsText::default();
+        // The default subjects parse (a unit test holds them to it); should they ever not, the
+        // text is sent as it stands rather than the daemon refusing its own defaults.
+        SubjectsConfig::try_from(text.clone()).unwrap_or_else(|_| SubjectsConfig {
+            reset: Template::literal(&text.password_reset),
+            changed: Template::literal(&text.password_changed),
+            text,
+        })
+    }
+}
+
 impl SubjectsConfig {
-    /// The configured subject for `kind`, with its dotted key.
-    pub(crate) fn get(&self, kind: MailKind) -> (&'static str, &str) {
+    /// The subject for `kind`.
+    pub(crate) fn get(&self, kind: MailKind) -> &Template {
         match kind {
-            MailKind::PasswordReset => ("mail.subjects.password_reset", &self.password_reset),
-            MailKind::PasswordChanged => ("mail.subjects.password_changed", &self.password_changed),
+            MailKind::PasswordReset => &self.reset,
+            MailKind::PasswordChanged => &self.changed,
         }
     }
 }
@@ -228,10 +283,6 @@ impl MailConfig {
                 "mail.default_locale",
                 "must be a language tag such as \"en\" or \"pt-BR\"",
             );
-        }
-        for kind in [MailKind::PasswordReset, MailKind::PasswordChanged] {
-            let (key, subject) = self.subjects.get(kind);
-            Template::parse(subject, kind).map_err(|e| format!("{key}: {e}"))?;
         }
         if self.max_attempts == 0 {
             return bad("mail.max_attempts", "must be at least 1");
@@ -367,10 +418,6 @@ mod tests {
             ),
             ("mail.concurrency", Box::new(|c| c.concurrency = 0)),
             (
-                "mail.subjects.password_changed",
-                Box::new(|c| c.subjects.password_changed = "{{link}}".into()),
-            ),
-            (
                 "mail.smtp.username",
                 Box::new(|c| c.smtp.username = Some("u".into())),
             ),
@@ -406,5 +453,35 @@ mod tests {
             c.smtp.password_credential = Some("smtp-password".into());
         });
         assert_eq!(local, Ok(()));
+    }
+    #[test]
+    fn subjects_are_parsed_when_read_and_a_mistake_names_its_key() {
+        let refused = toml::from_str::<MailConfig>("[subjects]\npassword_changed = \"{{link}}\"\n");
+        let err = refused
+            .expect_err("a subject with a variable its kind lacks")
+            .to_string();
+        assert!(err.contains("mail.subjects.password_changed"), "{err}");
+        let refused = toml::from_str::<MailConfig>("[subjects]\npassword_reset = \"{{#link}}\"\n");
+        let err = refused.expect_err("an unclosed section").to_string();
+        assert!(err.contains("mail.subjects.password_reset"), "{err}");
+        // The defaults parse, and a configured subject is what the sender gets.
+        assert!(SubjectsConfig::try_from(SubjectsText::default()).is_ok());
+        let config: MailConfig =
+            toml::from_str("[subjects]\npassword_reset = \"Reset {{product}}\"\n").expect("parses");
+        let mut vars = crate::mail::template::Vars::default();
+        vars.set("product", "Acme");
+        assert_eq!(
+            config
+                .subjects
+                .get(MailKind::PasswordReset)
+                .render(&vars, false),
+            "Reset Acme"
+        );
+        // It prints as it was written.
+        let printed = toml::to_string(&config).expect("prints");
+        assert!(
+            printed.contains("password_reset = \"Reset {{product}}\""),
+            "{printed}"
+        );
     }
 }

@@ -66,6 +66,13 @@ enum Token {
 }
 
 impl Template {
+    /// A template of literal text only.
+    pub(crate) fn literal(text: &str) -> Template {
+        Template {
+            nodes: vec![Node::Text(text.to_owned())],
+        }
+    }
+
     /// Parses `source`, allowing the variables of `kind`. The error says what is wrong and
     /// where (as a line number).
     pub(crate) fn parse(source: &str, kind: MailKind) -> Result<Template, String> {

@@ -86,13 +86,9 @@ pub(crate) struct Templates {
 }
 
 impl Templates {
-    /// Parses the built-in templates and the configured subjects, and loads the overrides
-    /// from `mail.template_dir`.
+    /// Parses the built-in templates, takes the configured subjects (parsed when the
+    /// configuration was read), and loads the overrides from `mail.template_dir`.
     pub(crate) fn load(config: &MailConfig) -> Result<Templates, SetupError> {
-        let subject = |kind| {
-            let (key, text) = config.subjects.get(kind);
-            Template::parse(text, kind).map_err(|reason| SetupError::Config { key, reason })
-        };
         let variants = match &config.template_dir {
             Some(dir) => load_dir(dir)?,
             None => HashMap::new(),
@@ -110,8 +106,8 @@ impl Templates {
                 include_str!("../../templates/en/password_changed.txt"),
                 include_str!("../../templates/en/password_changed.html"),
             )?,
-            subject_reset: subject(MailKind::PasswordReset)?,
-            subject_changed: subject(MailKind::PasswordChanged)?,
+            subject_reset: config.subjects.get(MailKind::PasswordReset).clone(),
+            subject_changed: config.subjects.get(MailKind::PasswordChanged).clone(),
         })
     }
 
