@@ -11,6 +11,8 @@ use crate::clock::now;
 use crate::store::{NewEvent, NewUserRecord, StoreError, UserRecord};
 use crate::validate;
 
+/// Creates an account: every field checked, the password against the policy, a taken
+/// address refused before paying for a hash.
 pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User, ApiError> {
     let email = validate::email(&user.email)?;
     let name = validate::name(&user.name)?;
@@ -42,16 +44,19 @@ pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User
     Ok(record.to_api())
 }
 
+/// The account with this id.
 pub(super) async fn get_user(service: &Service, id: UserId) -> Result<User, ApiError> {
     Ok(service.user_record(id)?.to_api())
 }
 
+/// The account with this (normalised) address.
 pub(super) async fn find_user(service: &Service, email: String) -> Result<User, ApiError> {
     let email = validate::email(&email)?;
     let record = service.state.store.user_by_email(&email)?;
     Ok(record.ok_or(ApiError::NotFound)?.to_api())
 }
 
+/// Enables or disables an account, with its event.
 pub(super) async fn set_status(
     service: &Service,
     id: UserId,
@@ -76,11 +81,13 @@ pub(super) async fn set_status(
     Ok(record.to_api())
 }
 
+/// Deletes an account with its email index entry and its tokens.
 pub(super) async fn delete_user(service: &Service, id: UserId) -> Result<(), ApiError> {
     service.state.store.delete_user(id).await?;
     Ok(())
 }
 
+/// Accounts in id order after `after`, as many as fit one reply frame.
 pub(super) async fn list_users(
     service: &Service,
     after: UserId,
@@ -90,6 +97,8 @@ pub(super) async fn list_users(
     Ok(service.fit_frame(users.iter().map(UserRecord::to_api).collect()))
 }
 
+/// An admin sets a password: the policy applies, every reset token is revoked, the owner
+/// is told by mail.
 pub(super) async fn set_password(
     service: &Service,
     id: UserId,
@@ -109,6 +118,8 @@ pub(super) async fn set_password(
         })
 }
 
+/// Imports up to [`MAX_PAGE`] accounts with hashes from another system; each is checked on
+/// its own and gets its own outcome.
 pub(super) async fn import_users(
     service: &Service,
     users: Vec<ImportUser>,

@@ -4,6 +4,7 @@ use latchkey_client::{ApiError, Event};
 
 use super::{page, Service};
 
+/// Events after the cursor `after`, as many as fit one reply frame.
 pub(super) async fn events(
     service: &Service,
     after: u64,

@@ -8,6 +8,8 @@ use crate::passwords::Passwords;
 use crate::store::{NewEvent, UserRecord};
 use crate::validate;
 
+/// A login: the same buckets, the same argon2 work and the same answer for an unknown
+/// address, a wrong password and a disabled account.
 pub(super) async fn verify_password(
     service: &Service,
     email: String,
@@ -41,6 +43,7 @@ pub(super) async fn verify_password(
     }
 }
 
+/// A password change with the current password, counted against the login buckets.
 pub(super) async fn change_password(
     service: &Service,
     id: UserId,

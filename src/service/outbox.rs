@@ -9,6 +9,7 @@ use crate::clock::now_ms;
 use crate::mail::{MailJob, MailKind};
 use crate::store::{self, UserRecord};
 
+/// Queued and dead messages after `after` (never the bodies).
 pub(super) async fn outbox_list(
     service: &Service,
     after: u64,
@@ -18,12 +19,14 @@ pub(super) async fn outbox_list(
     Ok(service.fit_frame(messages.iter().map(outbox_view).collect()))
 }
 
+/// Puts a message back in the queue, due now, and wakes the sender.
 pub(super) async fn outbox_retry(service: &Service, id: u64) -> Result<(), ApiError> {
     service.state.store.mail_retry(id, now_ms()).await?;
     service.state.mail_wake.notify_one();
     Ok(())
 }
 
+/// Deletes a message without sending it.
 pub(super) async fn outbox_drop(service: &Service, id: u64) -> Result<(), ApiError> {
     service.state.store.mail_drop(id).await?;
     Ok(())

@@ -94,6 +94,9 @@ impl ResetConfig {
     }
 }
 
+/// Mints a token and queues the reset mail for an active account; for any other address
+/// does the same work against the decoy tree. Every caller gets the same answer, no sooner
+/// than the reply floor.
 pub(super) async fn request_password_reset(
     service: &Service,
     email: String,
@@ -156,6 +159,7 @@ pub(super) async fn request_password_reset(
     Ok(())
 }
 
+/// Checks a token without using it: valid (with its expiry), expired, used or invalid.
 pub(super) async fn check_reset_token(
     service: &Service,
     token: String,
@@ -184,6 +188,9 @@ pub(super) async fn check_reset_token(
     })
 }
 
+/// Consumes a token with the new password: checked before hashing and again in the one
+/// transaction that sets the hash, marks the token used, revokes the others and queues
+/// the notice.
 pub(super) async fn complete_password_reset(
     service: &Service,
     token: String,
@@ -236,6 +243,7 @@ pub(super) async fn complete_password_reset(
     Ok(updated.password_changed())
 }
 
+/// Mints a token for support staff to hand over, without mail; up to 24 hours.
 pub(super) async fn admin_reset_link(
     service: &Service,
     user: UserRef,

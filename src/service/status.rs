@@ -4,6 +4,7 @@ use latchkey_client::{ApiError, Health};
 
 use super::Service;
 
+/// The daemon's version, uptime and the caller's role.
 pub(super) async fn health(service: &Service) -> Result<Health, ApiError> {
     Ok(Health {
         status: "ok".into(),
@@ -13,6 +14,7 @@ pub(super) async fn health(service: &Service) -> Result<Health, ApiError> {
     })
 }
 
+/// The metrics as Prometheus text, levels read now, off the async threads.
 pub(super) async fn metrics(service: &Service) -> Result<String, ApiError> {
     let state = service.state.clone();
     // Reading the outbox levels walks a tree; keep it off the async threads.
