@@ -106,6 +106,7 @@ fn tame_malloc() {
     {
         let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
         if !tuned {
+            // A raw call because neither rustix nor nix wraps glibc's mallopt.
             // SAFETY: mallopt only sets allocator parameters; it is called before any other
             // thread exists.
             unsafe {
