@@ -18,21 +18,20 @@ pub fn latchkeyd() -> PathBuf {
     located(
         "latchkeyd",
         "latchkeyd",
-        &["src", "client/src", "Cargo.toml"],
+        &["src", "client/src", "templates"],
     )
 }
 
 /// The operator's command line, `latchkey`.
 pub fn latchkey() -> PathBuf {
-    located(
-        "latchkey",
-        "latchkey-cli",
-        &["cli/src", "client/src", "cli/Cargo.toml"],
-    )
+    located("latchkey", "latchkey-cli", &["cli/src", "client/src"])
 }
 
 /// The binary `name` of `package` in the test's own target directory, checked to be newer
-/// than every file in `sources` (paths from the workspace root) and `Cargo.lock`.
+/// than every file in `sources` (paths from the workspace root). Only files the binary is
+/// compiled from: cargo rebuilds a package whenever one of those changes, but not for every
+/// change to a manifest or to `Cargo.lock` (another member's new dependency), which would
+/// make a fresh binary look stale.
 fn located(name: &str, package: &str, sources: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test>-<hash>
@@ -50,7 +49,7 @@ fn located(name: &str, package: &str, sources: &[&str]) -> PathBuf {
         .unwrap_or_else(|e| panic!("no {name} binary at {}: {e}; {build}", binary.display()));
     let root = crate::workspace_root();
     let mut newest: Option<(SystemTime, PathBuf)> = None;
-    for source in sources.iter().copied().chain(["Cargo.lock"]) {
+    for source in sources {
         newest_file(&root.join(source), &mut newest);
     }
     if let Some((changed, path)) = newest {
@@ -68,6 +67,13 @@ fn located(name: &str, package: &str, sources: &[&str]) -> PathBuf {
 fn newest_file(path: &Path, newest: &mut Option<(SystemTime, PathBuf)>) {
     let meta =
         std::fs::metadata(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    // Editors' swap and backup files are not sources.
+    if path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    {
+        return;
+    }
     if meta.is_dir() {
         let entries = std::fs::read_dir(path)
             .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()));
