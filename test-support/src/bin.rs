@@ -11,20 +11,30 @@
 //! dependency tree.)
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
-/// The daemon, `latchkeyd`.
+/// The daemon, `latchkeyd`. Located and checked once per test binary: every test starts a
+/// daemon, and the check walks the sources.
 pub fn latchkeyd() -> PathBuf {
-    located(
-        "latchkeyd",
-        "latchkeyd",
-        &["src", "client/src", "templates"],
-    )
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            located(
+                "latchkeyd",
+                "latchkeyd",
+                &["src", "client/src", "templates"],
+            )
+        })
+        .clone()
 }
 
-/// The operator's command line, `latchkey`.
+/// The operator's command line, `latchkey`, located and checked once per test binary.
 pub fn latchkey() -> PathBuf {
-    located("latchkey", "latchkey-cli", &["cli/src", "client/src"])
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
+    FOUND
+        .get_or_init(|| located("latchkey", "latchkey-cli", &["cli/src", "client/src"]))
+        .clone()
 }
 
 /// The binary `name` of `package` in the test's own target directory, checked to be newer

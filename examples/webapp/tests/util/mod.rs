@@ -20,19 +20,15 @@ pub mod http;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::Request;
 use axum::middleware::Next;
-use latchkey_client::{Client, ConnectOptions, NewUser, User};
+use latchkey_client::{Client, NewUser, User};
 use latchkey_test_support::{Daemon, Setup};
 use tokio::sync::oneshot;
 
 pub use browser::Browser;
 pub use latchkey_test_support::{free_port, SmtpSink};
-
-/// The deadline of calls the tests make to the daemon: generous, for a busy machine.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One request as the app received it, for checks on what the browser sent.
 #[derive(Clone, Debug)]
@@ -103,13 +99,7 @@ impl Stack {
             let _ = stopped.await;
         }));
 
-        let options = ConnectOptions {
-            call_timeout: CALL_TIMEOUT,
-            ..ConnectOptions::default()
-        };
-        let client = Client::connect_with(daemon.socket(), options)
-            .await
-            .expect("cannot connect to the daemon");
+        let client = daemon.client().await;
         Stack {
             client,
             app,
