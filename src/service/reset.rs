@@ -92,6 +92,35 @@ impl ResetConfig {
         }
         Ok(())
     }
+
+    /// A fresh token for `user` (or a decoy for nobody), valid for `lifetime` seconds.
+    pub(super) fn new_token(
+        &self,
+        user: Option<&UserRecord>,
+        lifetime: u64,
+        now: u64,
+    ) -> (RawToken, IssuedToken) {
+        let raw = RawToken::generate();
+        let expires_at = now + lifetime;
+        let issued = IssuedToken {
+            selector: raw.selector,
+            record: TokenRecord {
+                user_id: user.map_or(0, |u| u.id),
+                verifier_hash: raw.verifier_hash(),
+                credential_epoch: user.map_or(0, |u| u.credential_epoch),
+                issued_at: now,
+                expires_at,
+                used_at: None,
+                purge_at: expires_at + self.remember_secs,
+            },
+        };
+        (raw, issued)
+    }
+
+    /// The link for a token, from the configured template only.
+    pub(super) fn link(&self, token: &RawToken) -> String {
+        self.link_template.replace("{token}", &token.encode())
+    }
 }
 
 /// Mints a token and queues the reset mail for an active account; for any other address
@@ -107,21 +136,21 @@ pub(super) async fn request_password_reset(
     let ip = validate::client_ip(client_ip.as_deref())?;
     let locale = validate::locale(locale.as_deref())?;
     service.state.limits().reset_request(ip, &email)?;
-    let floor = tokio::time::Instant::now()
-        + std::time::Duration::from_millis(service.state.reset().reply_floor_ms);
+    let reset = service.state.reset();
+    let floor =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(reset.reply_floor_ms);
     // From here on a known and an unknown address do the same work: one lookup, one
     // token, one sealed mail, one transaction of the same shape, one durable flush.
     let user = service.state.store.user_by_email(&email)?;
     let active = user.as_ref().filter(|u| u.status == UserStatus::Active);
     let now = now();
-    let lifetime = service.state.reset().token_lifetime_secs;
-    let (raw, issued) = service.new_token(active, lifetime, now);
+    let (raw, issued) = reset.new_token(active, reset.token_lifetime_secs, now);
     let job = MailJob {
         kind: MailKind::PasswordReset,
         to: email,
         name: active.map(|u| u.name.clone()).unwrap_or_default(),
         locale: active.and_then(|u| u.locale.clone()).or(locale),
-        link: Some(service.link(&raw)),
+        link: Some(reset.link(&raw)),
         expires_at: Some(issued.record.expires_at),
         client_ip: ip.map(|i| i.to_string()),
         at: now,
@@ -130,7 +159,7 @@ pub(super) async fn request_password_reset(
     match active {
         Some(user) => {
             let event = NewEvent::user(EventKind::ResetRequested, user.id, job.client_ip.clone());
-            let max_live = service.state.reset().max_live_tokens;
+            let max_live = reset.max_live_tokens;
             match service
                 .state
                 .store
@@ -266,7 +295,8 @@ pub(super) async fn admin_reset_link(
             reason: "the account is disabled; enable it first".into(),
         });
     }
-    let lifetime = lifetime_secs.unwrap_or(service.state.reset().token_lifetime_secs);
+    let reset = service.state.reset();
+    let lifetime = lifetime_secs.unwrap_or(reset.token_lifetime_secs);
     if lifetime == 0 || lifetime > MAX_TOKEN_LIFETIME_SECS {
         return Err(ApiError::InvalidInput {
             field: "lifetime_secs".into(),
@@ -274,9 +304,9 @@ pub(super) async fn admin_reset_link(
         });
     }
     let now = now();
-    let (raw, issued) = service.new_token(Some(&record), lifetime, now);
+    let (raw, issued) = reset.new_token(Some(&record), lifetime, now);
     let event = NewEvent::user(EventKind::ResetRequested, record.id, None);
-    let max_live = service.state.reset().max_live_tokens;
+    let max_live = reset.max_live_tokens;
     service
         .state
         .store
@@ -288,44 +318,12 @@ pub(super) async fn admin_reset_link(
         })?;
     Ok(ResetLink {
         user_id: record.id,
-        link: service.link(&raw),
+        link: reset.link(&raw),
         expires_at: issued.record.expires_at,
     })
 }
 
 impl Service {
-    /// A fresh token for `user` (or a decoy for nobody), valid for `lifetime` seconds.
-    pub(super) fn new_token(
-        &self,
-        user: Option<&UserRecord>,
-        lifetime: u64,
-        now: u64,
-    ) -> (RawToken, IssuedToken) {
-        let raw = RawToken::generate();
-        let expires_at = now + lifetime;
-        let issued = IssuedToken {
-            selector: raw.selector,
-            record: TokenRecord {
-                user_id: user.map_or(0, |u| u.id),
-                verifier_hash: raw.verifier_hash(),
-                credential_epoch: user.map_or(0, |u| u.credential_epoch),
-                issued_at: now,
-                expires_at,
-                used_at: None,
-                purge_at: expires_at + self.state.reset().remember_secs,
-            },
-        };
-        (raw, issued)
-    }
-
-    /// The link for a token, from the configured template only.
-    pub(super) fn link(&self, token: &RawToken) -> String {
-        self.state
-            .reset()
-            .link_template
-            .replace("{token}", &token.encode())
-    }
-
     /// Judges a presented token text.
     pub(super) fn judge_token(
         &self,
