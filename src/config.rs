@@ -95,6 +95,7 @@ impl Config {
 
     /// Checks values that parse but make no sense, section by section.
     fn validate(&self) -> Result<(), BadSetting> {
+        self.store.validate()?;
         self.passwords.validate()?;
         self.reset.validate()?;
         self.limits

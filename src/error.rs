@@ -15,7 +15,13 @@ impl From<StoreError> for ApiError {
             StoreError::TokenRejected => ApiError::InvalidToken,
             // A concurrent change won; the caller may retry with fresh state.
             StoreError::Stale => ApiError::Unavailable,
+            e @ StoreError::Unreachable(_) => {
+                tracing::warn!(error = %e, "store unreachable");
+                ApiError::Unavailable
+            }
             e @ (StoreError::Db(_)
+            | StoreError::Sql(_)
+            | StoreError::Schema(_)
             | StoreError::Corrupt { .. }
             | StoreError::Durability(_)
             | StoreError::Key(_)) => {

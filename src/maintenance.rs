@@ -55,25 +55,19 @@ pub(crate) async fn run(work: Arc<Maintenance>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = sweep.tick() => {
-                let work = work.clone();
-                // sled calls block; keep them off the async threads.
-                let swept = tokio::task::spawn_blocking(move || sweep_once(&work)).await;
-                if let Err(e) = swept {
-                    tracing::error!(error = %e, "sweep task failed");
-                }
-            }
+            _ = sweep.tick() => sweep_once(&work).await,
             _ = cleanup.tick() => work.limits.load().cleanup(),
         }
     }
 }
 
-/// One round of token and event sweeping.
-fn sweep_once(work: &Maintenance) {
+/// One round of token and event sweeping. On a shared database one host at a time does it;
+/// the store tells the others there was nothing for them.
+async fn sweep_once(work: &Maintenance) {
     let now = now();
     let mut tokens = 0;
     loop {
-        match work.store.sweep_tokens(now, SWEEP_BATCH) {
+        match work.store.sweep_tokens(now, SWEEP_BATCH).await {
             Ok(n) => {
                 tokens += n;
                 if n < SWEEP_BATCH {
@@ -91,6 +85,7 @@ fn sweep_once(work: &Maintenance) {
     let trimmed = work
         .store
         .trim_events(events.max_events, min_at)
+        .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "event trim failed");
             0

@@ -4,6 +4,7 @@
 //! the metrics are rendered, so they cost nothing between scrapes.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
@@ -16,7 +17,7 @@ use prometheus_client::registry::Registry;
 
 use crate::limits::LiveLimits;
 use crate::passwords::Passwords;
-use crate::store::Store;
+use crate::store;
 
 /// Labels of the call counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,7 +45,13 @@ pub(crate) struct Metrics {
     latency: Family<MethodLabels, Histogram>,
     /// Time hash requests waited for a hashing slot.
     hash_wait: Histogram,
+    /// The store's levels for the render in progress, read by the collector.
+    store_levels: StoreLevels,
 }
+
+/// The store's levels, read (asynchronously) before each render; `None` when they could not
+/// be read, and the store gauges are left out.
+pub(crate) type StoreLevels = Arc<Mutex<Option<store::Levels>>>;
 
 fn latency_histogram() -> Histogram {
     // 100 µs to about 26 s.
@@ -76,7 +83,13 @@ impl Metrics {
             calls,
             latency,
             hash_wait,
+            store_levels: StoreLevels::default(),
         }
+    }
+
+    /// The slot the store's levels go in before a render, for the [`Levels`] collector.
+    pub(crate) fn store_levels(&self) -> StoreLevels {
+        self.store_levels.clone()
     }
 
     /// Reads `levels` at every render from now on.
@@ -99,9 +112,15 @@ impl Metrics {
         self.hash_wait.clone()
     }
 
-    /// Everything as text, levels read now. Reading the outbox levels walks a tree: call it
-    /// off the async threads.
-    pub(crate) fn render(&self) -> String {
+    /// Everything as text, with the store's `levels` as read just before.
+    pub(crate) fn render(&self, levels: Option<store::Levels>) -> String {
+        // Two renders at once may each show the levels the other read; both are fresh.
+        let mut slot = match self.store_levels.lock() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = levels;
+        drop(slot);
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "cannot render metrics");
@@ -112,8 +131,8 @@ impl Metrics {
 
 /// The levels read at each scrape, from the parts that hold them.
 pub(crate) struct Levels {
-    /// Accounts, tokens, the outbox and the bytes on disk.
-    pub(crate) store: Store,
+    /// Accounts, tokens, the outbox and the bytes on disk, as read before this render.
+    pub(crate) store: StoreLevels,
     /// The hashing queue.
     pub(crate) passwords: Passwords,
     /// Keys held by the rate limiters in force.
@@ -140,43 +159,49 @@ impl Collector for Levels {
             "Password hashes waiting for a slot",
             count(self.passwords.queue_depth()),
         )?;
-        match self.store.outbox_stats() {
-            Ok((queued, dead, oldest)) => {
-                let age = oldest.map_or(0, |at| count(now.saturating_sub(at)));
+        gauge(
+            "limiter_keys",
+            "Keys held by the rate limiters",
+            count(self.limits.load().keys_held()),
+        )?;
+        let levels = match self.store.lock() {
+            Ok(levels) => *levels,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        match levels {
+            Some(levels) => {
+                let age = levels
+                    .oldest_queued_at
+                    .map_or(0, |at| count(now.saturating_sub(at)));
                 gauge(
                     "outbox_queued",
                     "Mail messages waiting for delivery",
-                    count(queued),
+                    count(levels.queued),
                 )?;
                 gauge(
                     "outbox_dead",
                     "Mail messages that gave up (dead letters)",
-                    count(dead),
+                    count(levels.dead),
                 )?;
                 gauge(
                     "outbox_oldest_age_seconds",
                     "Age of the oldest queued mail message",
                     age,
                 )?;
+                gauge(
+                    "store_bytes",
+                    "Bytes the database takes on disk",
+                    count(levels.bytes),
+                )?;
+                gauge("users", "Accounts", count(levels.users))?;
+                gauge(
+                    "reset_tokens",
+                    "Reset token records, live or remembered",
+                    count(levels.tokens),
+                )?;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read outbox levels for metrics"),
+            None => tracing::warn!("store levels unavailable; their gauges are left out"),
         }
-        gauge(
-            "limiter_keys",
-            "Keys held by the rate limiters",
-            count(self.limits.load().keys_held()),
-        )?;
-        gauge(
-            "store_bytes",
-            "Bytes the database takes on disk",
-            self.store.size_on_disk().map_or(-1, count),
-        )?;
-        gauge("users", "Accounts", count(self.store.user_count()))?;
-        gauge(
-            "reset_tokens",
-            "Reset token records, live or remembered",
-            count(self.store.token_count()),
-        )?;
         let uptime = ConstGauge::new(self.started.elapsed().as_secs_f64());
         uptime.encode(encoder.encode_descriptor(
             "uptime_seconds",

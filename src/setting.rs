@@ -21,3 +21,120 @@ impl BadSetting {
         }
     }
 }
+
+/// Where a secret (a password, a key) is read from: exactly one of a file, an environment
+/// variable or a systemd credential, so the configuration itself never holds it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SecretSources<'a> {
+    /// The dotted key the secret is for, such as `store.postgres.password`.
+    pub(crate) key: &'static str,
+    /// The dotted keys of the three sources, in the order file, env, credential.
+    pub(crate) keys: [&'static str; 3],
+    /// A file holding the secret.
+    pub(crate) file: Option<&'a std::path::Path>,
+    /// An environment variable holding it.
+    pub(crate) env: Option<&'a str>,
+    /// A systemd credential holding it.
+    pub(crate) credential: Option<&'a str>,
+}
+
+/// Checks that at most one source is given (exactly one when `required`), and that each names
+/// something that can hold a secret.
+pub(crate) fn check_secret_sources(
+    sources: &SecretSources<'_>,
+    required: bool,
+) -> Result<(), BadSetting> {
+    let given = [
+        sources.file.is_some(),
+        sources.env.is_some(),
+        sources.credential.is_some(),
+    ]
+    .into_iter()
+    .filter(|g| *g)
+    .count();
+    if given > 1 {
+        return Err(BadSetting::new(
+            sources.key,
+            "give only one of a _file, an _env and a _credential source",
+        ));
+    }
+    if required && given == 0 {
+        return Err(BadSetting::new(
+            sources.key,
+            "needs one of a _file, an _env or a _credential source",
+        ));
+    }
+    if let Some(var) = sources.env {
+        let key = sources.keys[1];
+        if var.is_empty() || var.contains('=') || var.contains('\0') {
+            return Err(BadSetting::new(key, "must be an environment variable name"));
+        }
+        if var.to_ascii_uppercase().starts_with("LATCHKEY_") {
+            return Err(BadSetting::new(
+                key,
+                "must not start with LATCHKEY_ (such variables are read as settings)",
+            ));
+        }
+    }
+    if let Some(name) = sources.credential {
+        check_credential_name(sources.keys[2], name)?;
+    }
+    Ok(())
+}
+
+/// Checks that `name` is a systemd credential name, not a path.
+pub(crate) fn check_credential_name(key: &'static str, name: &str) -> Result<(), BadSetting> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(BadSetting::new(
+            key,
+            "must be a credential name, not a path",
+        ));
+    }
+    Ok(())
+}
+
+/// The path of the systemd credential `name`, from `$CREDENTIALS_DIRECTORY`.
+pub(crate) fn credential_path(
+    key: &'static str,
+    name: &str,
+) -> Result<std::path::PathBuf, BadSetting> {
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return Err(BadSetting::new(
+            key,
+            "$CREDENTIALS_DIRECTORY is not set (start the daemon from a systemd unit with \
+             LoadCredential=)",
+        ));
+    };
+    Ok(std::path::Path::new(&dir).join(name))
+}
+
+/// Reads a text secret from its source, without one trailing newline; `None` when no source
+/// is given. Never logged; errors name only where it was looked for.
+pub(crate) fn read_secret(sources: &SecretSources<'_>) -> Result<Option<String>, BadSetting> {
+    let from_file = |key: &'static str, path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| BadSetting::new(key, format!("cannot read {}: {e}", path.display())))
+    };
+    let (key, raw) = if let Some(path) = sources.file {
+        let key = sources.keys[0];
+        (key, from_file(key, path)?)
+    } else if let Some(var) = sources.env {
+        let key = sources.keys[1];
+        let value = std::env::var(var).map_err(|e| BadSetting::new(key, format!("${var}: {e}")))?;
+        (key, value)
+    } else if let Some(name) = sources.credential {
+        let key = sources.keys[2];
+        (key, from_file(key, &credential_path(key, name)?)?)
+    } else {
+        return Ok(None);
+    };
+    // Files written by `echo` end in a newline that is not part of the secret.
+    let secret = raw
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&raw);
+    if secret.is_empty() {
+        return Err(BadSetting::new(key, "the secret is empty"));
+    }
+    Ok(Some(secret.to_owned()))
+}

@@ -115,6 +115,12 @@ pub struct Health {
     pub uptime_secs: u64,
     /// The role this connection was given.
     pub caller_role: CallerRole,
+    /// How the store answered the daemon's latest probe (every 2 s, or at half the systemd
+    /// watchdog interval): `"ok"`, `"unreachable"` (the database refuses connections or is
+    /// restarting; calls that need it answer `Unavailable` until it is back) or `"stalled"`
+    /// (it did not answer in time). Empty from a daemon older than 0.2.
+    #[serde(default)]
+    pub store: String,
 }
 
 /// What a presented reset token amounts to.

@@ -39,8 +39,12 @@ use crate::store::{OutboxMessage, Store, StoreError};
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
 /// The longest the sender sleeps without looking at the schedule, so that a step of the
-/// wall clock (due times are wall-clock times) delays mail by at most this much.
-const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// wall clock (due times are wall-clock times) delays mail by at most this much, and so that
+/// on a shared database mail queued by another host that stopped is found soon.
+const MAX_SLEEP: Duration = Duration::from_secs(10);
+
+/// How much longer than the longest delivery a claimed message stays leased.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// A delivery is cut off after this many `mail.smtp.timeout_secs`. lettre's async transport
 /// bounds only connecting; this bounds the rest (TLS, EHLO, AUTH, MAIL, RCPT, DATA), so a
@@ -185,7 +189,9 @@ impl Mailer {
                 &mut tasks,
                 &mut in_flight,
                 &mut by_task,
-            ) {
+            )
+            .await
+            {
                 Ok(next) => next.map(|at| Duration::from_millis(at.saturating_sub(now_ms()))),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
@@ -224,9 +230,9 @@ impl Mailer {
     }
 }
 
-/// Starts deliveries of due messages while there are free slots, and returns when the next
-/// message not yet started is due (Unix milliseconds), if it is in the future.
-fn start_due(
+/// Claims due messages for the free slots and starts their deliveries; returns when the
+/// next message not claimed here is due (Unix milliseconds), if one is queued.
+async fn start_due(
     shared: &Arc<Shared>,
     concurrency: usize,
     tasks: &mut JoinSet<()>,
@@ -238,28 +244,19 @@ fn start_due(
         // A finishing delivery wakes the loop.
         return Ok(None);
     }
-    // The earliest messages, due or not: the ones in flight (still scheduled at their old
-    // time), enough to fill every free slot, and one more to learn when to wake up.
-    let now = now_ms();
-    for message in shared
-        .store
-        .due_mail(u64::MAX, in_flight.len() + free + 1)?
-    {
+    // Leased until the delivery has surely ended: a lease that ran out mid-delivery would let
+    // another host send the message too.
+    let lease = shared.send_timeout + LEASE_MARGIN;
+    let claimed = shared.store.claim_mail(now_ms(), free, lease).await?;
+    for message in claimed.due {
         let id = message.record.id;
-        if in_flight.contains(&id) {
+        if !in_flight.insert(id) {
             continue;
         }
-        if message.record.next_attempt_ms > now {
-            return Ok(Some(message.record.next_attempt_ms));
-        }
-        if tasks.len() >= concurrency {
-            return Ok(None);
-        }
-        in_flight.insert(id);
         let handle = tasks.spawn(deliver(shared.clone(), message));
         by_task.insert(handle.id(), id);
     }
-    Ok(None)
+    Ok(claimed.next_due_ms)
 }
 
 /// Frees the slot of a finished delivery.

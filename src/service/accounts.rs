@@ -24,7 +24,7 @@ pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User
         .check_policy(&user.password, Some(&email))?;
     // Refuse a taken address before paying for a hash; the insert checks again
     // inside its transaction, which is what makes the index unique.
-    if service.state.store.user_by_email(&email)?.is_some() {
+    if service.state.store.user_by_email(&email).await?.is_some() {
         return Err(ApiError::EmailTaken);
     }
     let password_hash = service.state.passwords.hash(normalised).await?;
@@ -46,13 +46,13 @@ pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User
 
 /// The account with this id.
 pub(super) async fn get_user(service: &Service, id: UserId) -> Result<User, ApiError> {
-    Ok(service.user_record(id)?.to_api())
+    Ok(service.user_record(id).await?.to_api())
 }
 
 /// The account with this (normalised) address.
 pub(super) async fn find_user(service: &Service, email: String) -> Result<User, ApiError> {
     let email = validate::email(&email)?;
-    let record = service.state.store.user_by_email(&email)?;
+    let record = service.state.store.user_by_email(&email).await?;
     Ok(record.ok_or(ApiError::NotFound)?.to_api())
 }
 
@@ -93,7 +93,7 @@ pub(super) async fn list_users(
     after: UserId,
     limit: u32,
 ) -> Result<Vec<User>, ApiError> {
-    let users = service.state.store.users_after(after, page(limit))?;
+    let users = service.state.store.users_after(after, page(limit)).await?;
     Ok(service.fit_frame(users.iter().map(UserRecord::to_api).collect()))
 }
 
@@ -104,7 +104,7 @@ pub(super) async fn set_password(
     id: UserId,
     new_password: String,
 ) -> Result<PasswordChanged, ApiError> {
-    let record = service.user_record(id)?;
+    let record = service.user_record(id).await?;
     let normalised = service
         .state
         .passwords
@@ -155,8 +155,8 @@ pub(super) async fn import_users(
 
 impl Service {
     /// The user with this id, or `NotFound`.
-    pub(super) fn user_record(&self, id: UserId) -> Result<UserRecord, ApiError> {
-        self.state.store.user(id)?.ok_or(ApiError::NotFound)
+    pub(super) async fn user_record(&self, id: UserId) -> Result<UserRecord, ApiError> {
+        self.state.store.user(id).await?.ok_or(ApiError::NotFound)
     }
 
     /// Sets a new password (already checked against the policy) on `record`, with its event

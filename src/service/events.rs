@@ -10,5 +10,5 @@ pub(super) async fn events(
     after: u64,
     limit: u32,
 ) -> Result<Vec<Event>, ApiError> {
-    Ok(service.fit_frame(service.state.store.events_after(after, page(limit))?))
+    Ok(service.fit_frame(service.state.store.events_after(after, page(limit)).await?))
 }

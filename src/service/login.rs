@@ -22,7 +22,7 @@ pub(super) async fn verify_password(
     let key = email.trim().to_lowercase();
     service.state.limits().login(ip, &key)?;
     let record = match validate::email(&email) {
-        Ok(email) => service.state.store.user_by_email(&email)?,
+        Ok(email) => service.state.store.user_by_email(&email).await?,
         Err(_) => None,
     };
     let hash = record.as_ref().map(|r| r.password_hash.as_str());
@@ -36,7 +36,7 @@ pub(super) async fn verify_password(
         }
         Some(r) => {
             let event = NewEvent::user(EventKind::LoginFailed, r.id, ip.map(|i| i.to_string()));
-            service.state.store.record_event(event)?;
+            service.state.store.record_event(event).await?;
             Err(ApiError::InvalidCredentials)
         }
         None => Err(ApiError::InvalidCredentials),
@@ -50,7 +50,7 @@ pub(super) async fn change_password(
     current_password: String,
     new_password: String,
 ) -> Result<PasswordChanged, ApiError> {
-    let record = service.user_record(id)?;
+    let record = service.user_record(id).await?;
     service.state.limits().login(None, &record.email)?;
     let normalised = service
         .state

@@ -72,6 +72,8 @@ pub(crate) struct State {
     pub(crate) max_frame_bytes: usize,
     /// When the daemon started, for uptime.
     pub(crate) started: Instant,
+    /// The store monitor's latest probe, for `health`.
+    pub(crate) store_probe: Arc<crate::store::ProbeCell>,
 }
 
 impl State {

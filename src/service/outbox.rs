@@ -15,7 +15,7 @@ pub(super) async fn outbox_list(
     after: u64,
     limit: u32,
 ) -> Result<Vec<OutboxMessage>, ApiError> {
-    let messages = service.state.store.mail_after(after, page(limit))?;
+    let messages = service.state.store.mail_after(after, page(limit)).await?;
     Ok(service.fit_frame(messages.iter().map(outbox_view).collect()))
 }
 

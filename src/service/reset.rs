@@ -141,7 +141,7 @@ pub(super) async fn request_password_reset(
         tokio::time::Instant::now() + std::time::Duration::from_millis(reset.reply_floor_ms);
     // From here on a known and an unknown address do the same work: one lookup, one
     // token, one sealed mail, one transaction of the same shape, one durable flush.
-    let user = service.state.store.user_by_email(&email)?;
+    let user = service.state.store.user_by_email(&email).await?;
     let active = user.as_ref().filter(|u| u.status == UserStatus::Active);
     let now = now();
     let (raw, issued) = reset.new_token(active, reset.token_lifetime_secs, now);
@@ -196,7 +196,7 @@ pub(super) async fn check_reset_token(
 ) -> Result<TokenCheck, ApiError> {
     let ip = validate::client_ip(client_ip.as_deref())?;
     service.state.limits().token_use(ip)?;
-    let (_, state) = service.judge_token(&token)?;
+    let (_, state) = service.judge_token(&token).await?;
     Ok(match state {
         store::TokenState::Valid { expires_at, .. } => TokenCheck {
             state: TokenState::Valid,
@@ -231,7 +231,7 @@ pub(super) async fn complete_password_reset(
     service.state.limits().token_use(ip)?;
     // Check the token before paying for a hash, and again inside the transaction that
     // uses it.
-    let (raw, state) = service.judge_token(&token)?;
+    let (raw, state) = service.judge_token(&token).await?;
     let (Some(raw), store::TokenState::Valid { user_id, .. }) = (raw, state) else {
         return Err(ApiError::InvalidToken);
     };
@@ -241,7 +241,8 @@ pub(super) async fn complete_password_reset(
     let user = service
         .state
         .store
-        .user(user_id)?
+        .user(user_id)
+        .await?
         .ok_or(ApiError::InvalidToken)?;
     let normalised = service
         .state
@@ -279,13 +280,14 @@ pub(super) async fn admin_reset_link(
     lifetime_secs: Option<u64>,
 ) -> Result<ResetLink, ApiError> {
     let record = match user {
-        UserRef::Id(id) => service.user_record(id)?,
+        UserRef::Id(id) => service.user_record(id).await?,
         UserRef::Email(email) => {
             let email = validate::email(&email)?;
             service
                 .state
                 .store
-                .user_by_email(&email)?
+                .user_by_email(&email)
+                .await?
                 .ok_or(ApiError::NotFound)?
         }
     };
@@ -325,7 +327,7 @@ pub(super) async fn admin_reset_link(
 
 impl Service {
     /// Judges a presented token text.
-    pub(super) fn judge_token(
+    pub(super) async fn judge_token(
         &self,
         token: &str,
     ) -> Result<(Option<RawToken>, store::TokenState), ApiError> {
@@ -335,7 +337,8 @@ impl Service {
         let state = self
             .state
             .store
-            .check_token(&raw.selector, &raw.verifier_hash(), now())?;
+            .check_token(&raw.selector, &raw.verifier_hash(), now())
+            .await?;
         Ok((Some(raw), state))
     }
 }

@@ -11,17 +11,19 @@ pub(super) async fn health(service: &Service) -> Result<Health, ApiError> {
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_secs: service.state.started.elapsed().as_secs(),
         caller_role: service.peer.role,
+        store: service.state.store_probe.get().name().into(),
     })
 }
 
-/// The metrics as Prometheus text, levels read now, off the async threads.
+/// The metrics as Prometheus text, the store's levels read now. A store that cannot be read
+/// leaves its gauges out rather than failing the scrape.
 pub(super) async fn metrics(service: &Service) -> Result<String, ApiError> {
-    let state = service.state.clone();
-    // Reading the outbox levels walks a tree; keep it off the async threads.
-    tokio::task::spawn_blocking(move || state.metrics.render())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "metrics task failed");
-            ApiError::Unavailable
-        })
+    let levels = match service.state.store.levels().await {
+        Ok(levels) => Some(levels),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the store's levels for metrics");
+            None
+        }
+    };
+    Ok(service.state.metrics.render(levels))
 }

@@ -1,63 +1,56 @@
-//! The embedded store (sled 0.34.7). Nothing outside this module sees a sled type: the service
-//! talks to [`Store`] in terms of records, so a second backend can sit behind the same methods
-//! and load tests can tell store stalls from everything else.
+//! The store: users, reset tokens, the outbox and the event log, behind one interface with two
+//! backends. [`Store`] is what the rest of the daemon sees; nothing above this module knows
+//! which backend runs.
 //!
-//! One tree per record kind, named `key_value`; key encodings live in [`keys`]. Every change
-//! that touches more than one tree runs in one sled transaction over [`Tx`]. Every change a
-//! caller is told succeeded is on disk first: writers call [`Store::durable`], which waits for
-//! the group-commit thread (see `commit.rs`).
+//! - `sled/`: the embedded default (sled 0.34.7), one daemon per data directory, with group
+//!   commit for durability.
+//! - `postgres/`: one PostgreSQL shared by the daemons of every host of an application.
+//!
+//! Both honour the same semantics, and the integration suite runs against each: every change
+//! a caller is told succeeded is durable first; every change that touches more than one kind
+//! of record is one transaction; a token is consumed at most once; a password change revokes
+//! every token of the user; queued mail is claimed by one sender at a time; the event log has
+//! one order and a reader following it never misses an event. Outbox payloads are sealed
+//! under a key kept outside the database (`seal.rs`) on both.
 
-mod commit;
-mod events;
+mod config;
 mod hex32;
-pub mod keys;
-mod outbox;
+mod postgres;
+mod records;
 mod seal;
-mod tokens;
-mod users;
+mod sled;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
+pub use config::{Backend, PostgresConfig, PostgresTls, StoreConfig};
+pub use records::{
+    Claimed, EventRecord, IssuedToken, Levels, NewEvent, NewUserRecord, OutboxMessage,
+    OutboxRecord, OutboxState, Probe, ProbeCell, TokenRecord, TokenState, UserRecord,
+};
 
-pub use events::{EventRecord, NewEvent};
-pub use outbox::{OutboxMessage, OutboxRecord, OutboxState};
-pub use tokens::{IssuedToken, TokenRecord, TokenState};
-pub use users::{NewUserRecord, UserRecord};
-
-/// Where the data lives.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// Data directory; the embedded database lives in `db/` below it.
-    pub data_dir: PathBuf,
-    /// sled's page cache size in bytes.
-    pub cache_bytes: u64,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            data_dir: PathBuf::from("latchkey-data"),
-            cache_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
+use self::postgres::PgStore;
+use self::sled::SledStore;
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// sled reported an I/O or corruption error.
     #[error("database error: {0}")]
-    Db(#[from] sled::Error),
+    Db(#[from] ::sled::Error),
+    /// PostgreSQL refused a statement or failed; the message is the server's.
+    #[error("database error: {0}")]
+    Sql(String),
+    /// The database cannot be reached now (down, restarting, or the pool timed out).
+    #[error("database unreachable: {0}")]
+    Unreachable(String),
+    /// The database's schema cannot be used by this daemon (newer than it knows, or a failed
+    /// migration).
+    #[error("database schema: {0}")]
+    Schema(String),
     /// A record could not be decoded.
     #[error("corrupt record in {tree}: {reason}")]
     Corrupt {
-        /// The tree holding the record.
+        /// The tree or table holding the record.
         tree: &'static str,
         /// The decoder's message.
         reason: String,
@@ -65,7 +58,7 @@ pub enum StoreError {
     /// The flush that makes a write durable failed; the write may be lost on a crash.
     #[error("could not make the write durable: {0}")]
     Durability(String),
-    /// The outbox key file could not be read or created.
+    /// The outbox key could not be read or created, or does not open the queued mail.
     #[error("outbox key: {0}")]
     Key(String),
     /// The email index has the address already.
@@ -85,212 +78,382 @@ pub enum StoreError {
 /// A cheap, cloneable handle to the open store.
 #[derive(Clone)]
 pub struct Store {
-    /// Shared trees and the commit thread; lives as long as the last handle.
-    inner: Arc<Inner>,
+    /// The backend in use.
+    backend: Handle,
 }
 
-/// The open database and its trees.
-struct Inner {
-    /// The database; kept for id generation and flushing.
-    db: sled::Db,
-    /// Every tree, in the order [`Tx`] names them.
-    trees: Trees,
-    /// Seals outbox payloads (they hold reset links) under a key kept outside the database.
-    seal: seal::Sealer,
-    /// The group-commit thread that makes writes durable.
-    commit: commit::GroupCommit,
+/// The backends.
+#[derive(Clone)]
+enum Handle {
+    /// The embedded store.
+    Sled(SledStore),
+    /// A shared PostgreSQL.
+    Postgres(PgStore),
 }
 
-/// The trees. See [`Tx`] for what each holds.
-struct Trees {
-    users: sled::Tree,
-    emails: sled::Tree,
-    tokens: sled::Tree,
-    user_tokens: sled::Tree,
-    token_expiry: sled::Tree,
-    outbox: sled::Tree,
-    outbox_due: sled::Tree,
-    events: sled::Tree,
-    decoy: sled::Tree,
+/// Runs a blocking sled call off the async threads.
+async fn blocking<T: Send + 'static>(
+    store: &SledStore,
+    call: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || call(&store))
+        .await
+        .map_err(|e| StoreError::Durability(format!("store task failed: {e}")))?
 }
-
-/// One transaction's view of every tree.
-struct Tx<'a> {
-    /// `userid_user`: user id → [`UserRecord`].
-    users: &'a TransactionalTree,
-    /// `email_userid`: normalised email → user id. Unique.
-    emails: &'a TransactionalTree,
-    /// `selector_token`: token selector → [`TokenRecord`] (the verifier only as a hash).
-    tokens: &'a TransactionalTree,
-    /// `userid_selectors`: user id → the user's live token selectors, oldest first.
-    user_tokens: &'a TransactionalTree,
-    /// `purgeat_selector`: purge time ++ selector → (), the sweeper's index.
-    token_expiry: &'a TransactionalTree,
-    /// `msgid_message`: message id → [`OutboxRecord`] with a sealed payload.
-    outbox: &'a TransactionalTree,
-    /// `dueat_msgid`: next attempt time ++ message id → (), the sender's schedule.
-    outbox_due: &'a TransactionalTree,
-    /// `seq_event`: sequence number → [`EventRecord`].
-    events: &'a TransactionalTree,
-    /// `decoy`: fixed keys overwritten by requests for unknown accounts, so they do the same
-    /// store work as requests for known ones.
-    decoy: &'a TransactionalTree,
-}
-
-/// A transaction body's result.
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 impl Store {
-    /// Opens (or creates) the store: the database in `data_dir/db`, the outbox key in
-    /// `data_dir/outbox.key`.
-    pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let seal = seal::Sealer::load_or_create(&data_dir.join("outbox.key"))?;
-        let db = sled::Config::new()
-            .path(data_dir.join("db"))
-            .cache_capacity(cache_bytes)
-            // Durability comes from our own group commit, not from sled's timer.
-            .flush_every_ms(None)
-            .open()?;
-        let trees = Trees {
-            users: db.open_tree("userid_user")?,
-            emails: db.open_tree("email_userid")?,
-            tokens: db.open_tree("selector_token")?,
-            user_tokens: db.open_tree("userid_selectors")?,
-            token_expiry: db.open_tree("purgeat_selector")?,
-            outbox: db.open_tree("msgid_message")?,
-            outbox_due: db.open_tree("dueat_msgid")?,
-            events: db.open_tree("seq_event")?,
-            decoy: db.open_tree("decoy")?,
+    /// Opens the backend `config` names: sled in `data_dir`, or a connection pool to
+    /// PostgreSQL with the schema brought up to date. Checks that the outbox key opens the
+    /// mail already queued.
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let sealer = seal::Sealer::load(config)?;
+        let backend = match config.backend {
+            Backend::Sled => Handle::Sled(SledStore::open(
+                &config.data_dir,
+                config.cache_bytes,
+                sealer,
+            )?),
+            Backend::Postgres => Handle::Postgres(PgStore::open(&config.postgres, sealer).await?),
         };
-        let commit = commit::GroupCommit::start(db.clone())
-            .map_err(|e| StoreError::Durability(e.to_string()))?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                trees,
-                seal,
-                commit,
-            }),
-        })
+        let store = Store { backend };
+        store.check_key().await?;
+        Ok(store)
     }
 
-    /// Waits until every write made before this call is on disk.
-    pub async fn durable(&self) -> Result<(), StoreError> {
-        self.inner.commit.wait().await
-    }
-
-    /// Flushes synchronously; used once at shutdown.
-    pub fn flush_now(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
-        Ok(())
-    }
-
-    /// Bytes the database occupies on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.size_on_disk()?)
-    }
-
-    /// A new unique id (never reused, even across crashes). Starts at 1.
-    fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.generate_id()? + 1)
-    }
-
-    /// Runs `body` as one transaction over every tree. sled may run it more than once on
-    /// conflict, so it must not have side effects outside the transaction.
-    fn transact<T>(&self, body: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
-        let t = &self.inner.trees;
-        let result = (
-            &t.users,
-            &t.emails,
-            &t.tokens,
-            &t.user_tokens,
-            &t.token_expiry,
-            &t.outbox,
-            &t.outbox_due,
-            &t.events,
-            &t.decoy,
-        )
-            .transaction(
-                |(
-                    users,
-                    emails,
-                    tokens,
-                    user_tokens,
-                    token_expiry,
-                    outbox,
-                    outbox_due,
-                    events,
-                    decoy,
-                )| {
-                    body(&Tx {
-                        users,
-                        emails,
-                        tokens,
-                        user_tokens,
-                        token_expiry,
-                        outbox,
-                        outbox_due,
-                        events,
-                        decoy,
-                    })
-                },
-            );
-        match result {
-            Ok(v) => Ok(v),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
-        }
-    }
-}
-
-/// Encodes a record.
-fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
-        tree,
-        reason: e.to_string(),
-    })
-}
-
-/// Decodes a record.
-fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        tree,
-        reason: e.to_string(),
-    })
-}
-
-/// Turns a store error inside a transaction body into an abort.
-fn aborting<T>(r: Result<T, StoreError>) -> TxResult<T> {
-    r.map_err(ConflictableTransactionError::Abort)
-}
-
-/// Aborts a transaction with a store error.
-fn abort<T>(e: StoreError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-impl Tx<'_> {
-    /// Reads and decodes a record from `tree`.
-    fn get<T: DeserializeOwned>(
-        tree: &TransactionalTree,
-        name: &'static str,
-        key: &[u8],
-    ) -> TxResult<Option<T>> {
-        match tree.get(key)? {
-            Some(bytes) => aborting(decode(name, &bytes).map(Some)),
-            None => Ok(None),
+    /// Which backend runs, for the start-up log.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Handle::Sled(_) => "sled",
+            Handle::Postgres(_) => "postgres",
         }
     }
 
-    /// Encodes and writes a record to `tree`.
-    fn put<T: Serialize>(
-        tree: &TransactionalTree,
-        name: &'static str,
-        key: &[u8],
-        value: &T,
-    ) -> TxResult<()> {
-        let bytes = aborting(encode(name, value))?;
-        tree.insert(key, bytes)?;
-        Ok(())
+    /// Refuses a key that is not the one the queued mail was sealed with, instead of letting
+    /// the sender bury every message as unreadable. The first open records a check value.
+    async fn check_key(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => blocking(s, |s| s.check_key()).await,
+            Handle::Postgres(p) => p.check_key().await,
+        }
+    }
+
+    /// How the store is doing: a durable write within `within`, or why not.
+    pub async fn probe(&self, within: Duration) -> Probe {
+        match &self.backend {
+            Handle::Sled(s) => match tokio::time::timeout(within, s.durable()).await {
+                Ok(Ok(())) => Probe::Ok,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "store flush failed");
+                    Probe::Stalled
+                }
+                Err(_) => Probe::Stalled,
+            },
+            Handle::Postgres(p) => p.probe(within).await,
+        }
+    }
+
+    /// Makes everything durable and closes; used once at shutdown.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => blocking(s, |s| s.flush_now()).await,
+            Handle::Postgres(p) => {
+                p.close().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The levels a metrics scrape reports.
+    pub async fn levels(&self) -> Result<Levels, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => blocking(s, |s| s.levels()).await,
+            Handle::Postgres(p) => p.levels().await,
+        }
+    }
+
+    /// Adds a user and its email index entry in one transaction; `EmailTaken` if the address
+    /// is in use. Durable on return.
+    pub async fn insert_user(&self, new: NewUserRecord) -> Result<UserRecord, StoreError> {
+        let mut results = self.insert_users(vec![new]).await?;
+        results.pop().unwrap_or(Err(StoreError::NotFound))
+    }
+
+    /// Adds several users, each in its own transaction (one taken address does not stop the
+    /// others). Durable on return. Returns each user's outcome in order.
+    pub async fn insert_users(
+        &self,
+        users: Vec<NewUserRecord>,
+    ) -> Result<Vec<Result<UserRecord, StoreError>>, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.insert_users(users).await,
+            Handle::Postgres(p) => p.insert_users(users).await,
+        }
+    }
+
+    /// Replaces a password hash with an equivalent stronger one (after a login with a bcrypt
+    /// or weaker argon2 hash), if it is still `old_hash`: a password changed meanwhile wins.
+    /// Neither the epoch nor the change time moves, since the password is the same. Durable
+    /// on return. Returns whether it replaced the hash.
+    pub async fn rehash(
+        &self,
+        id: u64,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.rehash(id, old_hash, new_hash).await,
+            Handle::Postgres(p) => p.rehash(id, old_hash, new_hash).await,
+        }
+    }
+
+    /// The user with this id.
+    pub async fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.user(id),
+            Handle::Postgres(p) => p.user(id).await,
+        }
+    }
+
+    /// The user with this normalised email.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.user_by_email(email),
+            Handle::Postgres(p) => p.user_by_email(email).await,
+        }
+    }
+
+    /// Users in id order, starting after `after`, at most `limit`.
+    pub async fn users_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.users_after(after, limit),
+            Handle::Postgres(p) => p.users_after(after, limit).await,
+        }
+    }
+
+    /// Applies `change` to a user atomically and records `event` (if any) with it; `NotFound`
+    /// if there is no such user. Durable on return.
+    pub async fn update_user(
+        &self,
+        id: u64,
+        event: Option<NewEvent>,
+        change: impl Fn(&mut UserRecord) -> Result<(), StoreError> + Send + Sync,
+    ) -> Result<UserRecord, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.update_user(id, event, change).await,
+            Handle::Postgres(p) => p.update_user(id, event, change).await,
+        }
+    }
+
+    /// Replaces the password hash if the user's credential epoch is still `expected_epoch`
+    /// (`Stale` otherwise), bumps the epoch, revokes every reset token of the user and queues
+    /// `notice` (a mail payload). Durable on return.
+    pub async fn set_password(
+        &self,
+        id: u64,
+        expected_epoch: u64,
+        password_hash: &str,
+        now: u64,
+        event: NewEvent,
+        notice: Option<&[u8]>,
+    ) -> Result<UserRecord, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => {
+                s.set_password(id, expected_epoch, password_hash, now, event, notice)
+                    .await
+            }
+            Handle::Postgres(p) => {
+                p.set_password(id, expected_epoch, password_hash, now, event, notice)
+                    .await
+            }
+        }
+    }
+
+    /// Removes a user, its email index entry and its tokens; `NotFound` if there is none.
+    /// Durable on return.
+    pub async fn delete_user(&self, id: u64) -> Result<UserRecord, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.delete_user(id).await,
+            Handle::Postgres(p) => p.delete_user(id).await,
+        }
+    }
+
+    /// Stores a newly issued token for an active user whose epoch is still the token's,
+    /// revoking the user's oldest tokens beyond `max_live`, with the reset mail and the event,
+    /// all in one transaction. Durable on return. `Stale` if the user changed meanwhile.
+    pub async fn issue_token(
+        &self,
+        token: &IssuedToken,
+        max_live: usize,
+        mail: Option<&[u8]>,
+        event: NewEvent,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.issue_token(token, max_live, mail, event).await,
+            Handle::Postgres(p) => p.issue_token(token, max_live, mail, event).await,
+        }
+    }
+
+    /// Does the store work of [`Store::issue_token`] for a request that issues nothing (an
+    /// unknown or disabled account): the same reads, the same number and size of writes and
+    /// the same durable commit, against fixed decoy records that never grow. The reply time
+    /// then says nothing about whether the account exists.
+    pub async fn issue_decoy(&self, token: &IssuedToken, mail: &[u8]) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.issue_decoy(token, mail).await,
+            Handle::Postgres(p) => p.issue_decoy(token, mail).await,
+        }
+    }
+
+    /// Judges a presented token without changing anything.
+    pub async fn check_token(
+        &self,
+        selector: &[u8; 16],
+        verifier_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<TokenState, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.check_token(selector, verifier_hash, now),
+            Handle::Postgres(p) => p.check_token(selector, verifier_hash, now).await,
+        }
+    }
+
+    /// Uses a token: in one transaction, checks it again, sets the new password hash, bumps
+    /// the user's epoch, marks the token used, deletes the user's other tokens, queues the
+    /// notice and records the event. Of two racing calls with the same token, on one host or
+    /// several, exactly one succeeds. `TokenRejected` if it cannot be used. Durable on return.
+    pub async fn consume_token(
+        &self,
+        selector: &[u8; 16],
+        verifier_hash: &[u8; 32],
+        password_hash: &str,
+        now: u64,
+        event: NewEvent,
+        notice: Option<&[u8]>,
+    ) -> Result<UserRecord, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => {
+                s.consume_token(selector, verifier_hash, password_hash, now, event, notice)
+                    .await
+            }
+            Handle::Postgres(p) => {
+                p.consume_token(selector, verifier_hash, password_hash, now, event, notice)
+                    .await
+            }
+        }
+    }
+
+    /// Deletes up to `limit` tokens whose purge time has passed, walking only what it
+    /// removes. Returns how many went; on PostgreSQL, 0 when another host is sweeping.
+    pub async fn sweep_tokens(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => blocking(s, move |s| s.sweep_tokens(now, limit)).await,
+            Handle::Postgres(p) => p.sweep_tokens(now, limit).await,
+        }
+    }
+
+    /// Appends an event on its own, without waiting for durability: for events that no caller
+    /// is told about (a failed login), where a flush would only slow the failure path and
+    /// make it distinguishable by timing from a login for an unknown address.
+    pub async fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.record_event(event),
+            Handle::Postgres(p) => p.record_event(event).await,
+        }
+    }
+
+    /// Events with a sequence number above `after`, oldest first, at most `limit`. An event
+    /// still being committed holds back the ones numbered after it, so a reader that passes
+    /// the last number it saw as `after` never misses one.
+    pub async fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.events_after(after, limit),
+            Handle::Postgres(p) => p.events_after(after, limit).await,
+        }
+    }
+
+    /// Drops the oldest events beyond `max_count` and those older than `min_at`; returns how
+    /// many went. On PostgreSQL, 0 when another host is trimming.
+    pub async fn trim_events(&self, max_count: usize, min_at: u64) -> Result<usize, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => blocking(s, move |s| s.trim_events(max_count, min_at)).await,
+            Handle::Postgres(p) => p.trim_events(max_count, min_at).await,
+        }
+    }
+
+    /// Claims up to `limit` queued messages due at `now_ms`, earliest first, leased to this
+    /// daemon for `lease`: no other sender takes them until the lease ends or the outcome
+    /// is recorded. A daemon that dies mid-delivery leaves its messages to the others after
+    /// the lease.
+    pub async fn claim_mail(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claimed, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => blocking(s, move |s| s.claim_mail(now_ms, limit, lease)).await,
+            Handle::Postgres(p) => p.claim_mail(now_ms, limit, lease).await,
+        }
+    }
+
+    /// Messages with ids above `after`, in id order, at most `limit`. A payload that does not
+    /// open is listed empty.
+    pub async fn mail_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.mail_after(after, limit),
+            Handle::Postgres(p) => p.mail_after(after, limit).await,
+        }
+    }
+
+    /// Removes a delivered message. Durable on return, so a restart does not send it again.
+    pub async fn mail_sent(&self, id: u64) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.mail_sent(id).await,
+            Handle::Postgres(p) => p.mail_sent(id).await,
+        }
+    }
+
+    /// Records a failed attempt: reschedules the message at `retry_at_ms`, or marks it dead
+    /// when that is `None`, and ends the lease. Durable on return.
+    pub async fn mail_failed(
+        &self,
+        id: u64,
+        error: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.mail_failed(id, error, retry_at_ms).await,
+            Handle::Postgres(p) => p.mail_failed(id, error, retry_at_ms).await,
+        }
+    }
+
+    /// Puts a message (dead or queued) back in the queue, due now, with its attempt count
+    /// reset. Durable on return.
+    pub async fn mail_retry(&self, id: u64, now_ms: u64) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.mail_retry(id, now_ms).await,
+            Handle::Postgres(p) => p.mail_retry(id, now_ms).await,
+        }
+    }
+
+    /// Deletes a message without sending it. Durable on return.
+    pub async fn mail_drop(&self, id: u64) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.mail_drop(id).await,
+            Handle::Postgres(p) => p.mail_drop(id).await,
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-use super::StoreError;
+use super::{StoreConfig, StoreError};
 
 /// Length of the random nonce stored in front of each sealed payload.
 const NONCE_LEN: usize = 24;
@@ -24,9 +24,31 @@ pub(super) struct Sealer {
     cipher: XChaCha20Poly1305,
 }
 
+/// What the key check record holds, sealed under the id 0 that no message has. A store
+/// remembers it from its first start, so a daemon given another key is told at start instead
+/// of burying every queued message as unreadable.
+const CHECK: &[u8] = b"latchkey outbox key check";
+
 impl Sealer {
+    /// The key `config` names: a systemd credential, or a file (by default
+    /// `data_dir/outbox.key`) created with a fresh random key when it does not exist.
+    pub(super) fn load(config: &StoreConfig) -> Result<Sealer, StoreError> {
+        if let Some(name) = &config.outbox_key_credential {
+            let path = crate::setting::credential_path("store.outbox_key_credential", name)
+                .map_err(|e| StoreError::Key(e.to_string()))?;
+            let key = std::fs::read(&path)
+                .map_err(|e| StoreError::Key(format!("cannot read {}: {e}", path.display())))?;
+            return Sealer::from_key(&key, &path);
+        }
+        let path = config
+            .outbox_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("outbox.key"));
+        Sealer::load_or_create(&path)
+    }
+
     /// Reads the key file, or creates it with a fresh random key when it does not exist.
-    pub(super) fn load_or_create(path: &Path) -> Result<Sealer, StoreError> {
+    fn load_or_create(path: &Path) -> Result<Sealer, StoreError> {
         let err = |what: &str, e: std::io::Error| {
             StoreError::Key(format!("{what} {}: {e}", path.display()))
         };
@@ -55,10 +77,49 @@ impl Sealer {
                 tracing::warn!(path = %path.display(), "outbox key file is readable by others; chmod 600 it");
             }
         }
-        let cipher = XChaCha20Poly1305::new_from_slice(&key).map_err(|_| {
+        Sealer::from_key(&key, path)
+    }
+
+    /// The cipher for a key read from `path`.
+    fn from_key(key: &[u8], path: &Path) -> Result<Sealer, StoreError> {
+        let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| {
             StoreError::Key(format!("{} must hold exactly 32 bytes", path.display()))
         })?;
         Ok(Sealer { cipher })
+    }
+
+    /// A fresh key check value to remember in the store.
+    pub(super) fn check_value(&self) -> Result<Vec<u8>, StoreError> {
+        self.seal(0, CHECK)
+    }
+
+    /// Whether this key opens the check value the store remembers.
+    pub(super) fn opens_check(&self, remembered: &[u8]) -> bool {
+        self.open(0, remembered).is_ok_and(|plain| plain == CHECK)
+    }
+
+    /// Judges the key check value a store remembers (`None` on its first start) against this
+    /// key. Returns a value to remember when there is none yet, or when the key changed but no
+    /// mail is queued (nothing is lost then); refuses a changed key while `queued` messages
+    /// wait, since none of them could be sent.
+    pub(super) fn judge_check(
+        &self,
+        remembered: Option<&[u8]>,
+        queued: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match remembered {
+            Some(value) if self.opens_check(value) => Ok(None),
+            None => Ok(Some(self.check_value()?)),
+            Some(_) if queued == 0 => {
+                tracing::warn!("the outbox key changed; no mail was queued, so nothing is lost");
+                Ok(Some(self.check_value()?))
+            }
+            Some(_) => Err(StoreError::Key(format!(
+                "this key is not the one the {queued} queued messages were sealed with; \
+                 restore that key (on PostgreSQL every host must use the same \
+                 store.outbox_key_file or store.outbox_key_credential)"
+            ))),
+        }
     }
 
     /// Seals `plain` for the message `id`.

@@ -37,6 +37,8 @@ pub struct Setup {
     /// Whether the daemon is stopped with SIGTERM at the end of the test and must exit
     /// cleanly, instead of being killed.
     clean_stop: bool,
+    /// The PostgreSQL database the daemon uses, when it does.
+    database: Option<String>,
 }
 
 impl Default for Setup {
@@ -50,6 +52,41 @@ impl Setup {
     /// everything else keeps the daemon's defaults (hashing parameters included: the daemon
     /// refuses any below the OWASP floor).
     pub fn new() -> Setup {
+        match crate::postgres::backend() {
+            crate::postgres::Backend::Sled => Setup::sled(),
+            crate::postgres::Backend::Postgres => Setup::postgres(),
+        }
+    }
+
+    /// Like [`Setup::new`], on a fresh database of the test cluster, whatever
+    /// `LATCHKEY_TEST_BACKEND` says: for the tests of what only a shared database does.
+    pub fn postgres() -> Setup {
+        let cluster = crate::postgres::cluster();
+        let database = cluster.create_database();
+        let mut setup = Setup::sled().toml(&cluster.store_toml(&database));
+        setup.database = Some(database);
+        setup
+    }
+
+    /// A second host of the application `first` serves: its own directory and socket, the
+    /// same database and the same outbox key file.
+    pub fn another_host(first: &Daemon) -> Setup {
+        let Some(database) = first.database() else {
+            panic!("another host needs a daemon on PostgreSQL");
+        };
+        let key = first.data_dir().join("outbox.key");
+        let mut setup = Setup::sled()
+            .toml(&crate::postgres::cluster().store_toml(database))
+            .toml(&format!(
+                "[store]\noutbox_key_file = {:?}\n",
+                path_str(&key)
+            ));
+        setup.database = Some(database.to_owned());
+        setup
+    }
+
+    /// Like [`Setup::new`], on sled whatever `LATCHKEY_TEST_BACKEND` says.
+    pub fn sled() -> Setup {
         // A short prefix in the system temp dir keeps the socket path well below the 108-byte
         // limit of a Unix socket address.
         let dir = tempfile::Builder::new()
@@ -70,6 +107,7 @@ impl Setup {
             config,
             env: Vec::new(),
             clean_stop: false,
+            database: None,
         }
     }
 
@@ -99,6 +137,11 @@ impl Setup {
     /// The test's directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The PostgreSQL database the daemon will use, if it uses one.
+    pub fn database(&self) -> Option<&str> {
+        self.database.as_deref()
     }
 
     /// Writes the configuration file and returns its path.
@@ -182,6 +225,30 @@ impl Daemon {
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The PostgreSQL database the daemon uses, if it uses one.
+    pub fn database(&self) -> Option<&str> {
+        self.setup.database()
+    }
+
+    /// Everything the daemon stores, as (name, bytes): every file below its data directory
+    /// and, on PostgreSQL, a `pg_dump` of its database.
+    pub fn stored(&self) -> Vec<(String, Vec<u8>)> {
+        let mut stored: Vec<(String, Vec<u8>)> = files_under(&self.data_dir)
+            .into_iter()
+            .map(|f| {
+                (
+                    f.display().to_string(),
+                    std::fs::read(&f).unwrap_or_default(),
+                )
+            })
+            .collect();
+        if let Some(database) = self.database() {
+            let dump = crate::postgres::cluster().dump(database);
+            stored.push((format!("pg_dump of {database}"), dump));
+        }
+        stored
     }
 
     /// Everything the daemon has written so far, over all its runs.
@@ -377,4 +444,21 @@ fn wait_blocking(child: &mut Child) -> Option<ExitStatus> {
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// Every regular file below `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }

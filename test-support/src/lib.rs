@@ -9,6 +9,8 @@
 //! - [`smtp`]: a real SMTP server (Python's aiosmtpd) that keeps what it receives, and the
 //!   parser of the file transport's `.eml` files.
 //! - [`api`]: small helpers for calls through the client crate.
+//! - [`postgres`]: a real PostgreSQL cluster per test binary and a database per test;
+//!   `LATCHKEY_TEST_BACKEND=postgres` runs every daemon of the suite on it.
 //!
 //! ```ignore
 //! let daemon = Daemon::start().await;                             // defaults
@@ -25,6 +27,7 @@
 pub mod api;
 pub mod bin;
 pub mod daemon;
+pub mod postgres;
 pub mod run;
 pub mod smtp;
 

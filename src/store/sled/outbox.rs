@@ -2,52 +2,14 @@
 //! them, with a schedule index the sender scans for due messages. Payloads are sealed (see
 //! `seal.rs`); the store hands out and takes plaintext.
 
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
-use super::{abort, decode, keys, Store, StoreError, Tx, TxResult};
+use super::super::records::{Claimed, OutboxMessage, OutboxRecord, OutboxState};
+use super::{abort, decode, keys, SledStore, StoreError, Tx, TxResult};
 
 const OUTBOX: &str = "msgid_message";
 
-/// Where a message stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutboxState {
-    /// Waiting for its next attempt.
-    Queued,
-    /// Gave up: rejected permanently or out of attempts. Kept until an admin retries or drops
-    /// it.
-    Dead,
-}
-
-/// A queued message as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OutboxRecord {
-    /// The message id.
-    pub id: u64,
-    /// When it was queued (Unix seconds).
-    pub created_at: u64,
-    /// Delivery attempts so far.
-    pub attempts: u32,
-    /// When the next attempt is due (Unix milliseconds); meaningless when dead.
-    pub next_attempt_ms: u64,
-    /// Queued or dead.
-    pub state: OutboxState,
-    /// The last delivery error, for operators (an SMTP reply; never a secret).
-    pub last_error: Option<String>,
-    /// The sealed payload.
-    payload: Vec<u8>,
-}
-
-/// A message and its opened payload.
-#[derive(Clone, Debug)]
-pub struct OutboxMessage {
-    /// The stored record.
-    pub record: OutboxRecord,
-    /// The payload in clear, as it was queued.
-    pub payload: Vec<u8>,
-}
-
-impl Store {
+impl SledStore {
     /// Numbers and seals a payload, ready to enqueue in a transaction.
     pub(super) fn prepare_mail(
         &self,
@@ -72,7 +34,11 @@ impl Store {
     /// Queues a message on its own. Durable on return. Every message the daemon queues goes
     /// with the change that caused it, in its transaction; this is for tests of the outbox.
     #[cfg(test)]
-    pub async fn enqueue_mail(&self, payload: &[u8], now: u64) -> Result<u64, StoreError> {
+    pub(in crate::store) async fn enqueue_mail(
+        &self,
+        payload: &[u8],
+        now: u64,
+    ) -> Result<u64, StoreError> {
         let Some(record) = self.prepare_mail(Some(payload), now)? else {
             return Err(StoreError::NotFound);
         };
@@ -81,24 +47,33 @@ impl Store {
         Ok(record.id)
     }
 
-    /// Up to `limit` queued messages whose next attempt is due at `now_ms`, earliest first.
-    pub fn due_mail(&self, now_ms: u64, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
-        let mut due = Vec::new();
-        for kv in self
-            .inner
-            .trees
-            .outbox_due
-            .range(..keys::due(now_ms, u64::MAX))
-        {
-            if due.len() >= limit {
-                break;
-            }
+    /// See [`crate::store::Store::claim_mail`]. Walks the schedule from its start, past the
+    /// messages leased now (at most the sender's concurrency).
+    pub(in crate::store) fn claim_mail(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claimed, StoreError> {
+        let mut claimed = Claimed::default();
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        for kv in self.inner.trees.outbox_due.iter() {
             let (key, _) = kv?;
-            let Some(id) = keys::second_u64(&key) else {
+            let (Some(at), Some(id)) = (keys::read_u64(&key), keys::second_u64(&key)) else {
                 continue;
             };
+            if self.leased(id, now_ms)? {
+                continue;
+            }
+            if at > now_ms || claimed.due.len() >= limit {
+                claimed.next_due_ms = Some(at);
+                break;
+            }
             match self.mail(id) {
-                Ok(Some(message)) => due.push(message),
+                Ok(Some(message)) => {
+                    self.lease(id, now_ms, now_ms.saturating_add(lease_ms))?;
+                    claimed.due.push(message);
+                }
                 Ok(None) => {}
                 // One record that cannot be read (a damaged payload, a replaced key file) must
                 // not hold back every other message: it can never be sent, so it is set
@@ -107,7 +82,28 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        Ok(due)
+        Ok(claimed)
+    }
+
+    /// Whether message `id` is leased to a delivery at `now_ms`.
+    fn leased(&self, id: u64, now_ms: u64) -> Result<bool, StoreError> {
+        let leases = self.inner.leases.lock().map_err(|_| poisoned())?;
+        Ok(leases.get(&id).is_some_and(|until| *until > now_ms))
+    }
+
+    /// Leases message `id` until `until_ms`, forgetting leases that ended before `now_ms`.
+    fn lease(&self, id: u64, now_ms: u64, until_ms: u64) -> Result<(), StoreError> {
+        let mut leases = self.inner.leases.lock().map_err(|_| poisoned())?;
+        leases.retain(|_, until| *until > now_ms);
+        leases.insert(id, until_ms);
+        Ok(())
+    }
+
+    /// Ends the lease of message `id`, once its outcome is recorded.
+    fn release(&self, id: u64) {
+        if let Ok(mut leases) = self.inner.leases.lock() {
+            leases.remove(&id);
+        }
     }
 
     /// Marks a message that cannot be read as dead and takes it off the schedule.
@@ -136,7 +132,7 @@ impl Store {
     }
 
     /// One message with its payload opened.
-    pub fn mail(&self, id: u64) -> Result<Option<OutboxMessage>, StoreError> {
+    fn mail(&self, id: u64) -> Result<Option<OutboxMessage>, StoreError> {
         let Some(bytes) = self.inner.trees.outbox.get(keys::user(id))? else {
             return Ok(None);
         };
@@ -146,7 +142,11 @@ impl Store {
     }
 
     /// Messages with ids above `after`, in id order, at most `limit`.
-    pub fn mail_after(&self, after: u64, limit: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+    pub(in crate::store) fn mail_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
         let mut out = Vec::new();
         for kv in self
             .inner
@@ -172,7 +172,7 @@ impl Store {
     }
 
     /// Counts of queued and dead messages and the creation time of the oldest queued one.
-    pub fn outbox_stats(&self) -> Result<(usize, usize, Option<u64>), StoreError> {
+    pub(super) fn outbox_stats(&self) -> Result<(usize, usize, Option<u64>), StoreError> {
         let (mut queued, mut dead, mut oldest) = (0, 0, None::<u64>);
         for kv in self.inner.trees.outbox.iter() {
             let record: OutboxRecord = decode(OUTBOX, &kv?.1)?;
@@ -188,7 +188,7 @@ impl Store {
     }
 
     /// Removes a delivered message. Durable on return, so a restart does not send it again.
-    pub async fn mail_sent(&self, id: u64) -> Result<(), StoreError> {
+    pub(in crate::store) async fn mail_sent(&self, id: u64) -> Result<(), StoreError> {
         self.transact(|tx| {
             let Some(record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))? else {
                 return Ok(());
@@ -198,12 +198,13 @@ impl Store {
                 .remove(&keys::due(record.next_attempt_ms, id))?;
             Ok(())
         })?;
+        self.release(id);
         self.durable().await
     }
 
     /// Records a failed attempt: reschedules the message at `retry_at_ms`, or marks it dead
     /// when that is `None`. Durable on return.
-    pub async fn mail_failed(
+    pub(in crate::store) async fn mail_failed(
         &self,
         id: u64,
         error: &str,
@@ -228,12 +229,17 @@ impl Store {
             }
             Tx::put(tx.outbox, OUTBOX, &keys::user(id), &record)
         })?;
+        self.release(id);
         self.durable().await
     }
 
     /// Puts a message (dead or queued) back in the queue, due now, with its attempt count
     /// reset. Durable on return.
-    pub async fn mail_retry(&self, id: u64, now_ms: u64) -> Result<(), StoreError> {
+    pub(in crate::store) async fn mail_retry(
+        &self,
+        id: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         self.transact(|tx| {
             let Some(mut record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))?
             else {
@@ -247,11 +253,12 @@ impl Store {
             tx.outbox_due.insert(&keys::due(now_ms, id), &[])?;
             Tx::put(tx.outbox, OUTBOX, &keys::user(id), &record)
         })?;
+        self.release(id);
         self.durable().await
     }
 
     /// Deletes a message without sending it. Durable on return.
-    pub async fn mail_drop(&self, id: u64) -> Result<(), StoreError> {
+    pub(in crate::store) async fn mail_drop(&self, id: u64) -> Result<(), StoreError> {
         self.transact(|tx| {
             let Some(record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))? else {
                 return abort(StoreError::NotFound);
@@ -261,8 +268,14 @@ impl Store {
                 .remove(&keys::due(record.next_attempt_ms, id))?;
             Ok(())
         })?;
+        self.release(id);
         self.durable().await
     }
+}
+
+/// The error for a poisoned lease lock (a panic elsewhere; there are none by design).
+fn poisoned() -> StoreError {
+    StoreError::Durability("outbox lease lock poisoned".into())
 }
 
 impl Tx<'_> {
@@ -282,7 +295,8 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_message_is_set_aside_and_does_not_block_the_others() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let store = SledStore::open(dir.path(), 1 << 20, super::super::test_sealer(dir.path()))
+            .expect("open");
         let first = store.enqueue_mail(b"first", 10).await.expect("enqueue");
         let second = store.enqueue_mail(b"second", 10).await.expect("enqueue");
         // Damage the first payload, as a bad disk or a replaced key file would.
@@ -302,7 +316,10 @@ mod tests {
         let encoded = super::super::encode(OUTBOX, &record).expect("the record encodes");
         assert!(store.inner.trees.outbox.insert(key, encoded).is_ok());
 
-        let due = store.due_mail(u64::MAX, 10).expect("due mail reads");
+        let claimed = store
+            .claim_mail(u64::MAX, 10, Duration::from_secs(60))
+            .expect("due mail reads");
+        let due = claimed.due;
         let ids: Vec<u64> = due.iter().map(|m| m.record.id).collect();
         assert_eq!(ids, vec![second]);
         assert_eq!(due[0].payload, b"second");

@@ -1,104 +1,12 @@
 //! User records and the email index.
 
-use latchkey_client::{EventKind, PasswordChanged, User, UserStatus};
-use serde::{Deserialize, Serialize};
+use latchkey_client::EventKind;
 
-use super::{
-    abort, decode, keys, EventRecord, NewEvent, OutboxRecord, Store, StoreError, Tx, TxResult,
-};
+use super::super::records::{NewEvent, NewUserRecord, UserGate, UserRecord};
+use super::super::{EventRecord, OutboxRecord};
+use super::{abort, decode, keys, SledStore, StoreError, Tx, TxResult};
 
 pub(super) const USERS: &str = "userid_user";
-
-/// A user as stored: the API's [`User`] plus the password hash.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct UserRecord {
-    /// The user's id.
-    pub id: u64,
-    /// The normalised email.
-    pub email: String,
-    /// Display name.
-    pub name: String,
-    /// Application role label.
-    pub role: String,
-    /// Active or disabled.
-    pub status: UserStatus,
-    /// The password hash as a PHC string.
-    pub password_hash: String,
-    /// Preferred locale for mail.
-    pub locale: Option<String>,
-    /// Creation time (Unix seconds).
-    pub created_at: u64,
-    /// Last change of any field.
-    pub updated_at: u64,
-    /// Last password change.
-    pub password_changed_at: u64,
-    /// Bumped on every password change.
-    pub credential_epoch: u64,
-}
-
-impl UserRecord {
-    /// What a caller is told after a password change.
-    pub fn password_changed(&self) -> PasswordChanged {
-        PasswordChanged {
-            user_id: self.id,
-            credential_epoch: self.credential_epoch,
-        }
-    }
-
-    /// The record as the API shows it, without the hash.
-    pub fn to_api(&self) -> User {
-        User {
-            id: self.id,
-            email: self.email.clone(),
-            name: self.name.clone(),
-            role: self.role.clone(),
-            status: self.status,
-            locale: self.locale.clone(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            password_changed_at: self.password_changed_at,
-            credential_epoch: self.credential_epoch,
-        }
-    }
-}
-
-/// The two fields of a user record a token check needs. Decoding only these skips the
-/// strings (email, name, password hash) that a check never looks at.
-#[derive(Clone, Copy, Debug, Deserialize)]
-pub struct UserGate {
-    /// Active or disabled.
-    pub status: UserStatus,
-    /// Bumped on every password change.
-    pub credential_epoch: u64,
-}
-
-impl From<&UserRecord> for UserGate {
-    fn from(user: &UserRecord) -> UserGate {
-        UserGate {
-            status: user.status,
-            credential_epoch: user.credential_epoch,
-        }
-    }
-}
-
-/// What the service hands over to create a user (already validated and hashed).
-#[derive(Clone, Debug)]
-pub struct NewUserRecord {
-    /// Normalised email.
-    pub email: String,
-    /// Display name.
-    pub name: String,
-    /// Role label.
-    pub role: String,
-    /// Initial status.
-    pub status: UserStatus,
-    /// PHC string of the password.
-    pub password_hash: String,
-    /// Preferred locale.
-    pub locale: Option<String>,
-    /// Creation time to record.
-    pub created_at: u64,
-}
 
 impl Tx<'_> {
     /// The user with this id, inside a transaction.
@@ -112,17 +20,10 @@ impl Tx<'_> {
     }
 }
 
-impl Store {
-    /// Adds a user and its email index entry in one transaction; `EmailTaken` if the address
-    /// is in use. Durable on return.
-    pub async fn insert_user(&self, new: NewUserRecord) -> Result<UserRecord, StoreError> {
-        let mut results = self.insert_users(vec![new]).await?;
-        results.pop().unwrap_or(Err(StoreError::NotFound))
-    }
-
+impl SledStore {
     /// Adds several users, each in its own transaction (one taken address does not stop the
     /// others), with one durable flush for the batch. Returns each user's outcome in order.
-    pub async fn insert_users(
+    pub(in crate::store) async fn insert_users(
         &self,
         users: Vec<NewUserRecord>,
     ) -> Result<Vec<Result<UserRecord, StoreError>>, StoreError> {
@@ -137,19 +38,7 @@ impl Store {
     /// One user's insert transaction, not yet durable.
     fn insert_one(&self, new: NewUserRecord) -> Result<UserRecord, StoreError> {
         let id = self.next_id()?;
-        let record = UserRecord {
-            id,
-            email: new.email,
-            name: new.name,
-            role: new.role,
-            status: new.status,
-            password_hash: new.password_hash,
-            locale: new.locale,
-            created_at: new.created_at,
-            updated_at: new.created_at,
-            password_changed_at: new.created_at,
-            credential_epoch: 0,
-        };
+        let record = UserRecord::new(id, new);
         let event = self.new_event(NewEvent::user(EventKind::UserCreated, id, None))?;
         self.transact(|tx| {
             if tx.emails.get(keys::email(&record.email))?.is_some() {
@@ -167,7 +56,7 @@ impl Store {
     /// or weaker argon2 hash), if it is still `old_hash`: a password changed meanwhile wins.
     /// Neither the epoch nor the change time moves, since the password is the same. Durable
     /// on return. Returns whether it replaced the hash.
-    pub async fn rehash(
+    pub(in crate::store) async fn rehash(
         &self,
         id: u64,
         old_hash: &str,
@@ -189,7 +78,7 @@ impl Store {
     }
 
     /// The user with this id.
-    pub fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
+    pub(in crate::store) fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
         match self.inner.trees.users.get(keys::user(id))? {
             Some(bytes) => Ok(Some(decode(USERS, &bytes)?)),
             None => Ok(None),
@@ -197,7 +86,7 @@ impl Store {
     }
 
     /// The status and credential epoch of the user with this id.
-    pub fn user_gate(&self, id: u64) -> Result<Option<UserGate>, StoreError> {
+    pub(in crate::store) fn user_gate(&self, id: u64) -> Result<Option<UserGate>, StoreError> {
         match self.inner.trees.users.get(keys::user(id))? {
             Some(bytes) => Ok(Some(decode(USERS, &bytes)?)),
             None => Ok(None),
@@ -205,7 +94,10 @@ impl Store {
     }
 
     /// The user with this normalised email.
-    pub fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+    pub(in crate::store) fn user_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<UserRecord>, StoreError> {
         match self.inner.trees.emails.get(keys::email(email))? {
             Some(id) => match keys::read_u64(&id) {
                 Some(id) => self.user(id),
@@ -219,7 +111,11 @@ impl Store {
     }
 
     /// Users in id order, starting after `after`, at most `limit`.
-    pub fn users_after(&self, after: u64, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+    pub(in crate::store) fn users_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
         let start = keys::user(after.saturating_add(1));
         self.inner
             .trees
@@ -230,14 +126,9 @@ impl Store {
             .collect()
     }
 
-    /// How many users there are.
-    pub fn user_count(&self) -> usize {
-        self.inner.trees.users.len()
-    }
-
     /// Applies `change` to a user atomically and records `event` (if any) with it; `NotFound`
     /// if there is no such user. Durable on return.
-    pub async fn update_user(
+    pub(in crate::store) async fn update_user(
         &self,
         id: u64,
         event: Option<NewEvent>,
@@ -264,7 +155,7 @@ impl Store {
     /// Replaces the password hash if the user's credential epoch is still `expected_epoch`
     /// (`Stale` otherwise), bumps the epoch, revokes every reset token of the user and queues
     /// `notice` (a sealed mail payload). Durable on return.
-    pub async fn set_password(
+    pub(in crate::store) async fn set_password(
         &self,
         id: u64,
         expected_epoch: u64,
@@ -297,7 +188,7 @@ impl Store {
 
     /// Removes a user, its email index entry and its tokens; `NotFound` if there is none.
     /// Durable on return.
-    pub async fn delete_user(&self, id: u64) -> Result<UserRecord, StoreError> {
+    pub(in crate::store) async fn delete_user(&self, id: u64) -> Result<UserRecord, StoreError> {
         let event = self.new_event(NewEvent::user(EventKind::UserDeleted, id, None))?;
         let record = self.transact(|tx| {
             let Some(record) = tx.user(id)? else {
@@ -335,10 +226,7 @@ impl Tx<'_> {
         change: &PasswordChange<'_>,
         keep: Option<[u8; 16]>,
     ) -> TxResult<()> {
-        record.password_hash = change.password_hash.to_owned();
-        record.credential_epoch += 1;
-        record.password_changed_at = change.now;
-        record.updated_at = change.now;
+        record.change_password(change.password_hash, change.now);
         self.put_user(record)?;
         self.revoke_user_tokens(record.id, keep)?;
         self.append_event(change.event)?;

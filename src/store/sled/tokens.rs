@@ -3,91 +3,12 @@
 //! the sweeper walks from its start instead of scanning every token.
 
 use latchkey_client::UserStatus;
-use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
-use super::users::{PasswordChange, UserGate};
-use super::{abort, decode, keys, NewEvent, Store, StoreError, Tx, TxResult, UserRecord};
+use super::super::records::{IssuedToken, NewEvent, TokenRecord, TokenState, UserGate, UserRecord};
+use super::users::PasswordChange;
+use super::{abort, decode, keys, SledStore, StoreError, Tx, TxResult};
 
 const TOKENS: &str = "selector_token";
-
-/// A reset token as stored. The verifier itself is never stored, only its SHA-256.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TokenRecord {
-    /// Whose password the token resets.
-    pub user_id: u64,
-    /// SHA-256 of the verifier.
-    #[serde(with = "super::hex32")]
-    pub verifier_hash: [u8; 32],
-    /// The user's credential epoch when the token was issued; a later password change makes
-    /// the token invalid.
-    pub credential_epoch: u64,
-    /// Issue time (Unix seconds).
-    pub issued_at: u64,
-    /// Expiry time (Unix seconds).
-    pub expires_at: u64,
-    /// When it was used, if it was. A used token is kept until `purge_at` so a second click
-    /// can be told "already used" rather than "invalid".
-    pub used_at: Option<u64>,
-    /// When the sweeper deletes the record.
-    pub purge_at: u64,
-}
-
-/// A token the service has generated, ready to store.
-#[derive(Clone, Debug)]
-pub struct IssuedToken {
-    /// The random selector, the record's key.
-    pub selector: [u8; 16],
-    /// The record to store.
-    pub record: TokenRecord,
-}
-
-/// What a presented token amounts to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenState {
-    /// Can be used now, until the expiry time.
-    Valid {
-        /// The user it belongs to.
-        user_id: u64,
-        /// When it expires.
-        expires_at: u64,
-    },
-    /// Was valid but has expired.
-    Expired,
-    /// Was used already.
-    Used,
-    /// Unknown, tampered with, revoked, or from before a password change.
-    Invalid,
-}
-
-impl TokenRecord {
-    /// Judges this record against a presented verifier hash, the owner's current record and
-    /// the time. The hash comparison is constant-time.
-    fn state(&self, verifier_hash: &[u8; 32], user: Option<UserGate>, now: u64) -> TokenState {
-        if !bool::from(self.verifier_hash.ct_eq(verifier_hash)) {
-            return TokenState::Invalid;
-        }
-        let Some(user) = user else {
-            return TokenState::Invalid;
-        };
-        if user.credential_epoch != self.credential_epoch && self.used_at.is_none() {
-            return TokenState::Invalid;
-        }
-        if self.used_at.is_some() {
-            return TokenState::Used;
-        }
-        if user.status != UserStatus::Active {
-            return TokenState::Invalid;
-        }
-        if now >= self.expires_at {
-            return TokenState::Expired;
-        }
-        TokenState::Valid {
-            user_id: self.user_id,
-            expires_at: self.expires_at,
-        }
-    }
-}
 
 /// Reads a user's list of live selectors (16 bytes each, oldest first).
 fn selectors(bytes: Option<sled::IVec>) -> Vec<[u8; 16]> {
@@ -125,11 +46,11 @@ impl Tx<'_> {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Stores a newly issued token for an active user whose epoch is still the token's,
     /// revoking the user's oldest tokens beyond `max_live`, with the reset mail and the event,
     /// all in one transaction. Durable on return. `Stale` if the user changed meanwhile.
-    pub async fn issue_token(
+    pub(in crate::store) async fn issue_token(
         &self,
         token: &IssuedToken,
         max_live: usize,
@@ -151,9 +72,7 @@ impl Store {
             let mut live = Vec::new();
             for selector in selectors(tx.user_tokens.get(user_key)?) {
                 match Tx::get::<TokenRecord>(tx.tokens, TOKENS, &selector)? {
-                    Some(t) if t.used_at.is_none() && t.expires_at > token.record.issued_at => {
-                        live.push(selector)
-                    }
+                    Some(t) if t.is_live(token.record.issued_at) => live.push(selector),
                     _ => {}
                 }
             }
@@ -178,13 +97,17 @@ impl Store {
     /// unknown or disabled account): the same reads, the same number and size of writes, and
     /// the same durable flush, against fixed keys of the decoy tree. The reply time then says
     /// nothing about whether the account exists, and the decoy tree never grows.
-    pub async fn issue_decoy(&self, token: &IssuedToken, mail: &[u8]) -> Result<(), StoreError> {
+    pub(in crate::store) async fn issue_decoy(
+        &self,
+        token: &IssuedToken,
+        mail: &[u8],
+    ) -> Result<(), StoreError> {
         let event = self.new_event(NewEvent {
             kind: latchkey_client::EventKind::ResetRequested,
             user_id: None,
             client_ip: None,
         })?;
-        let event = super::encode("decoy", &event)?;
+        let event = super::encode("decoy", &*event)?;
         let mail = self.prepare_mail(Some(mail), token.record.issued_at)?;
         let record = super::encode(TOKENS, &token.record)?;
         let sealed = match &mail {
@@ -210,7 +133,7 @@ impl Store {
     }
 
     /// Judges a presented token without changing anything.
-    pub fn check_token(
+    pub(in crate::store) fn check_token(
         &self,
         selector: &[u8; 16],
         verifier_hash: &[u8; 32],
@@ -229,7 +152,7 @@ impl Store {
     /// notice and records the event. Of two racing calls with the same token exactly one
     /// succeeds: sled runs conflicting transactions one after the other, and the second sees
     /// the token used. `TokenRejected` if it cannot be used. Durable on return.
-    pub async fn consume_token(
+    pub(in crate::store) async fn consume_token(
         &self,
         selector: &[u8; 16],
         verifier_hash: &[u8; 32],
@@ -272,7 +195,11 @@ impl Store {
 
     /// Deletes up to `limit` tokens whose purge time has passed, walking the purge index from
     /// its start. Returns how many went. Not waited on: a lost sweep is repeated.
-    pub fn sweep_tokens(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
+    pub(in crate::store) fn sweep_tokens(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
         let mut removed = 0;
         let end = keys::expiry(now, &[]);
         let due: Vec<[u8; 16]> = self
@@ -311,7 +238,8 @@ impl Store {
     }
 
     /// How many token records exist (live, used and expired-but-not-purged).
-    pub fn token_count(&self) -> usize {
+    #[cfg(test)]
+    fn token_count(&self) -> usize {
         self.inner.trees.tokens.len()
     }
 }
@@ -320,14 +248,15 @@ impl Store {
 mod tests {
     use latchkey_client::EventKind;
 
+    use super::super::test_sealer;
     use super::*;
     use crate::store::NewUserRecord;
 
-    async fn store_with_user() -> (tempfile::TempDir, Store, UserRecord) {
+    async fn store_with_user() -> (tempfile::TempDir, SledStore, UserRecord) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), 1 << 20).expect("open");
-        let user = store
-            .insert_user(NewUserRecord {
+        let store = SledStore::open(dir.path(), 1 << 20, test_sealer(dir.path())).expect("open");
+        let mut users = store
+            .insert_users(vec![NewUserRecord {
                 email: "sweep@example.com".into(),
                 name: String::new(),
                 role: "user".into(),
@@ -335,9 +264,10 @@ mod tests {
                 password_hash: "$argon2id$stub".into(),
                 locale: None,
                 created_at: 1,
-            })
+            }])
             .await
             .expect("insert");
+        let user = users.pop().expect("one result").expect("inserted");
         (dir, store, user)
     }
 
