@@ -80,6 +80,13 @@ async fn sweep_once(work: &Maintenance) {
             }
         }
     }
+    if let Err(e) = work
+        .store
+        .sweep_limits(now.saturating_mul(1000), SWEEP_BATCH)
+        .await
+    {
+        tracing::error!(error = %e, "shared rate-limit sweep failed");
+    }
     let events = work.events.load();
     let min_at = now.saturating_sub(events.max_age_days.saturating_mul(86400));
     let trimmed = work

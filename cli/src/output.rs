@@ -92,14 +92,20 @@ impl Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Health(h) => write!(
-                f,
-                "{}: latchkeyd {}, up {} s, our role {}",
-                h.status,
-                h.version,
-                h.uptime_secs,
-                wire_name(&h.caller_role)
-            ),
+            Outcome::Health(h) => {
+                write!(
+                    f,
+                    "{}: latchkeyd {}, up {} s, our role {}",
+                    h.status,
+                    h.version,
+                    h.uptime_secs,
+                    wire_name(&h.caller_role)
+                )?;
+                match h.store.as_str() {
+                    "" => Ok(()),
+                    store => write!(f, ", store {store}"),
+                }
+            }
             Outcome::User(user) => UserLine(user).fmt(f),
             Outcome::Deleted { deleted } => write!(f, "deleted user {deleted}"),
             Outcome::PasswordSet(changed) => write!(

@@ -5,7 +5,7 @@ use latchkey_client::{ApiError, EventKind, PasswordChanged, User, UserId, UserSt
 
 use super::Service;
 use crate::passwords::Passwords;
-use crate::store::{NewEvent, UserRecord};
+use crate::store::{NewEvent, SharedLimit, UserRecord};
 use crate::validate;
 
 /// A login: the same buckets, the same argon2 work and the same answer for an unknown
@@ -21,6 +21,10 @@ pub(super) async fn verify_password(
     // same dummy work and the same answer as an unknown one.
     let key = email.trim().to_lowercase();
     service.state.limits().login(ip, &key)?;
+    service
+        .state
+        .take_shared(SharedLimit::LoginPerAccount, &key)
+        .await?;
     let record = match validate::email(&email) {
         Ok(email) => service.state.store.user_by_email(&email).await?,
         Err(_) => None,
@@ -52,6 +56,10 @@ pub(super) async fn change_password(
 ) -> Result<PasswordChanged, ApiError> {
     let record = service.user_record(id).await?;
     service.state.limits().login(None, &record.email)?;
+    service
+        .state
+        .take_shared(SharedLimit::LoginPerAccount, &record.email)
+        .await?;
     let normalised = service
         .state
         .passwords

@@ -39,7 +39,7 @@ use tarpc::context::Context;
 use crate::limits::LiveLimits;
 use crate::metrics::Metrics;
 use crate::passwords::Passwords;
-use crate::store::Store;
+use crate::store::{SharedLimit, Store};
 
 pub use reset::ResetConfig;
 
@@ -85,6 +85,25 @@ impl State {
     /// The reset settings in force.
     fn reset(&self) -> Arc<ResetConfig> {
         self.reset.load_full()
+    }
+
+    /// Takes one call from the limit `limit` for `key` across every host sharing the store
+    /// (after the in-process buckets, which count this host's calls only).
+    async fn take_shared(&self, limit: SharedLimit, key: &str) -> Result<(), ApiError> {
+        let limits = self.limits();
+        let rate = match limit {
+            SharedLimit::ResetPerEmail => limits.config().reset_per_email,
+            SharedLimit::LoginPerAccount => limits.config().login_per_account,
+        };
+        let now_ms = crate::clock::now_ms();
+        match self
+            .store
+            .take_shared(limit, key, rate.burst, rate.per_secs, now_ms)
+            .await?
+        {
+            None => Ok(()),
+            Some(retry_after_secs) => Err(ApiError::RateLimited { retry_after_secs }),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use super::Service;
 use crate::clock::now;
 use crate::mail::{MailJob, MailKind};
 use crate::setting::BadSetting;
-use crate::store::{self, IssuedToken, NewEvent, StoreError, TokenRecord, UserRecord};
+use crate::store::{self, IssuedToken, NewEvent, SharedLimit, StoreError, TokenRecord, UserRecord};
 use crate::tokens::RawToken;
 use crate::validate;
 
@@ -136,6 +136,10 @@ pub(super) async fn request_password_reset(
     let ip = validate::client_ip(client_ip.as_deref())?;
     let locale = validate::locale(locale.as_deref())?;
     service.state.limits().reset_request(ip, &email)?;
+    service
+        .state
+        .take_shared(SharedLimit::ResetPerEmail, &email)
+        .await?;
     let reset = service.state.reset();
     let floor =
         tokio::time::Instant::now() + std::time::Duration::from_millis(reset.reply_floor_ms);

@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use config::{Backend, PostgresConfig, PostgresTls, StoreConfig};
 pub use records::{
     Claimed, EventRecord, IssuedToken, Levels, NewEvent, NewUserRecord, OutboxMessage,
-    OutboxRecord, OutboxState, Probe, ProbeCell, TokenRecord, TokenState, UserRecord,
+    OutboxRecord, OutboxState, Probe, ProbeCell, SharedLimit, TokenRecord, TokenState, UserRecord,
 };
 
 use self::postgres::PgStore;
@@ -353,6 +353,32 @@ impl Store {
         match &self.backend {
             Handle::Sled(s) => blocking(s, move |s| s.sweep_tokens(now, limit)).await,
             Handle::Postgres(p) => p.sweep_tokens(now, limit).await,
+        }
+    }
+
+    /// Takes one call from the limit `limit` for `key` (`burst` calls, refilled evenly over
+    /// `per_secs`), counted across every host; returns the seconds to wait when it is spent.
+    /// On sled there is one daemon, whose in-process limiter is already the whole count, so
+    /// this takes nothing. On PostgreSQL the bucket is a row, updated in one statement.
+    pub async fn take_shared(
+        &self,
+        limit: SharedLimit,
+        key: &str,
+        burst: u32,
+        per_secs: u64,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        match &self.backend {
+            Handle::Sled(_) => Ok(None),
+            Handle::Postgres(p) => p.take_shared(limit, key, burst, per_secs, now_ms).await,
+        }
+    }
+
+    /// Drops shared rate-limit buckets that are full again, up to `limit` of them.
+    pub async fn sweep_limits(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        match &self.backend {
+            Handle::Sled(_) => Ok(0),
+            Handle::Postgres(p) => p.sweep_limits(now_ms, limit).await,
         }
     }
 

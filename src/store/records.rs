@@ -313,6 +313,26 @@ pub struct Levels {
     pub bytes: u64,
 }
 
+/// A rate limit that must hold for every host at once: spreading calls over hosts must gain
+/// nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedLimit {
+    /// Reset requests per normalised address (the cooldown between mails).
+    ResetPerEmail,
+    /// Login attempts per account.
+    LoginPerAccount,
+}
+
+impl SharedLimit {
+    /// The number the bucket is stored under.
+    pub(super) fn id(self) -> i16 {
+        match self {
+            SharedLimit::ResetPerEmail => 1,
+            SharedLimit::LoginPerAccount => 2,
+        }
+    }
+}
+
 /// How the store is doing, as the watchdog and `health` see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probe {

@@ -12,16 +12,20 @@ use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
 
 use super::{StoreConfig, StoreError};
 
 /// Length of the random nonce stored in front of each sealed payload.
 const NONCE_LEN: usize = 24;
 
-/// The outbox cipher.
+/// The outbox cipher, and a key derived from it for hashing rate-limit keys.
 pub(super) struct Sealer {
     /// The cipher keyed from the key file.
     cipher: XChaCha20Poly1305,
+    /// SHA-256 of a label and the key: keys the hashes under which shared rate limits are
+    /// stored, so the database holds no address a limit was kept for.
+    digest_key: [u8; 32],
 }
 
 /// What the key check record holds, sealed under the id 0 that no message has. A store
@@ -85,7 +89,25 @@ impl Sealer {
         let cipher = XChaCha20Poly1305::new_from_slice(key).map_err(|_| {
             StoreError::Key(format!("{} must hold exactly 32 bytes", path.display()))
         })?;
-        Ok(Sealer { cipher })
+        let digest_key = Sha256::new()
+            .chain_update(b"latchkey shared rate-limit keys\0")
+            .chain_update(key)
+            .finalize()
+            .into();
+        Ok(Sealer { cipher, digest_key })
+    }
+
+    /// A keyed hash of `value` in the rate-limit bucket `bucket` at the rate `rate` (burst,
+    /// seconds); the same on every host with the same key.
+    pub(super) fn limit_key(&self, bucket: i16, rate: (u32, u64), value: &[u8]) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(self.digest_key)
+            .chain_update(bucket.to_be_bytes())
+            .chain_update(rate.0.to_be_bytes())
+            .chain_update(rate.1.to_be_bytes())
+            .chain_update(value)
+            .finalize()
+            .into()
     }
 
     /// A fresh key check value to remember in the store.

@@ -59,7 +59,7 @@ impl Setup {
     }
 
     /// Like [`Setup::new`], on a fresh database of the test cluster, whatever
-    /// `LATCHKEY_TEST_BACKEND` says: for the tests of what only a shared database does.
+    /// `LK_TEST_BACKEND` says: for the tests of what only a shared database does.
     pub fn postgres() -> Setup {
         let cluster = crate::postgres::cluster();
         let database = cluster.create_database();
@@ -85,7 +85,7 @@ impl Setup {
         setup
     }
 
-    /// Like [`Setup::new`], on sled whatever `LATCHKEY_TEST_BACKEND` says.
+    /// Like [`Setup::new`], on sled whatever `LK_TEST_BACKEND` says.
     pub fn sled() -> Setup {
         // A short prefix in the system temp dir keeps the socket path well below the 108-byte
         // limit of a Unix socket address.

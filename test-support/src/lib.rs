@@ -10,7 +10,7 @@
 //!   parser of the file transport's `.eml` files.
 //! - [`api`]: small helpers for calls through the client crate.
 //! - [`postgres`]: a real PostgreSQL cluster per test binary and a database per test;
-//!   `LATCHKEY_TEST_BACKEND=postgres` runs every daemon of the suite on it.
+//!   `LK_TEST_BACKEND=postgres` runs every daemon of the suite on it.
 //!
 //! ```ignore
 //! let daemon = Daemon::start().await;                             // defaults

@@ -8,7 +8,7 @@
 //! daemons, not the server, and a test cluster need not survive a power cut; the benchmark's
 //! cluster keeps fsync on.
 //!
-//! `LATCHKEY_TEST_BACKEND=postgres` makes every [`crate::Setup`] use a database of this
+//! `LK_TEST_BACKEND=postgres` makes every [`crate::Setup`] use a database of this
 //! cluster instead of sled, so the whole integration suite runs against either backend.
 
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ pub const ROLE: &str = "latchkey";
 /// the Unix socket no password is asked).
 pub const PASSWORD: &str = "test-cluster-password";
 
-/// Which backend [`crate::Setup`] gives each test, from `LATCHKEY_TEST_BACKEND`.
+/// Which backend [`crate::Setup`] gives each test, from `LK_TEST_BACKEND`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// The embedded default.
@@ -35,13 +35,14 @@ pub enum Backend {
     Postgres,
 }
 
-/// The backend the suite runs against: `LATCHKEY_TEST_BACKEND` (`sled`, the default, or
-/// `postgres`). Anything else fails the test rather than quietly running on sled.
+/// The backend the suite runs against: `LK_TEST_BACKEND` (`sled`, the default, or
+/// `postgres`). Anything else fails the test rather than quietly running on sled. Not
+/// `LATCHKEY_*`: the daemon reads those as settings, and its unit tests would refuse it.
 pub fn backend() -> Backend {
-    match std::env::var("LATCHKEY_TEST_BACKEND").as_deref() {
+    match std::env::var("LK_TEST_BACKEND").as_deref() {
         Err(_) | Ok("") | Ok("sled") => Backend::Sled,
         Ok("postgres") => Backend::Postgres,
-        Ok(other) => panic!("LATCHKEY_TEST_BACKEND={other:?}: expected sled or postgres"),
+        Ok(other) => panic!("LK_TEST_BACKEND={other:?}: expected sled or postgres"),
     }
 }
 
@@ -139,8 +140,72 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
+        cluster.make_certificates();
         cluster.start_server();
         cluster
+    }
+
+    /// A private CA and a server certificate it signed for 127.0.0.1, so that TCP connections
+    /// can be checked with `tls = "verify-full"`; the key is the server's, mode 0600.
+    fn make_certificates(&self) {
+        let path = |name: &str| path_str(&self.dir.join(name)).to_owned();
+        std::fs::write(
+            self.dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("cannot write the certificate extensions");
+        let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let steps = [
+            format!(
+                "req -x509 {new_key} -days 2 -subj /CN=latchkey-test-db-ca -keyout {} -out {}",
+                path("ca.key"),
+                path("ca.pem")
+            ),
+            format!(
+                "req {new_key} -subj /CN=127.0.0.1 -keyout {} -out {}",
+                path("server.key"),
+                path("server.csr")
+            ),
+            format!(
+                "x509 -req -days 2 -in {} -CA {} -CAkey {} -CAcreateserial -extfile {} -out {}",
+                path("server.csr"),
+                path("ca.pem"),
+                path("ca.key"),
+                path("server.ext"),
+                path("server.pem")
+            ),
+        ];
+        for step in &steps {
+            // Temporary paths hold no spaces, so splitting on whitespace is safe.
+            let out = Command::new("openssl")
+                .args(step.split_whitespace())
+                .output()
+                .expect("cannot run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {step} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let key = self.dir.join("server.key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("cannot chmod the server key");
+        if let Some(user) = &self.owner {
+            let chown = Command::new("chown")
+                .args([
+                    &format!("{user}:{user}"),
+                    path_str(&key),
+                    &path("server.pem"),
+                ])
+                .status()
+                .expect("cannot run chown");
+            assert!(chown.success(), "chown of the server key failed");
+        }
+    }
+
+    /// The CA that signed the server's certificate, for `store.postgres.ca_file`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// A command for the server binary `name`, run as the cluster's owner, that receives
@@ -174,7 +239,15 @@ impl Cluster {
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
-            .args(["-c", "shared_buffers=64MB"])
+            .args(["-c", "shared_buffers=64MB", "-c", "ssl=on"])
+            .args([
+                "-c",
+                &format!("ssl_cert_file={}", path_str(&self.dir.join("server.pem"))),
+            ])
+            .args([
+                "-c",
+                &format!("ssl_key_file={}", path_str(&self.dir.join("server.key"))),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot duplicate the log"))
             .stderr(log);

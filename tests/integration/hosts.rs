@@ -1,12 +1,12 @@
 //! Several hosts, one truth (issue 15): two or three daemons, each with its own directory and
 //! socket as on separate machines, sharing one real PostgreSQL database and one outbox key.
-//! These run on PostgreSQL whatever `LATCHKEY_TEST_BACKEND` says.
+//! These run on PostgreSQL whatever `LK_TEST_BACKEND` says.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use latchkey_client::{ApiError, EventKind, TokenState, UserRef};
-use latchkey_test_support::postgres::{cluster, Cluster};
+use latchkey_test_support::postgres::{cluster, Cluster, PASSWORD as PG_PASSWORD};
 use latchkey_test_support::{
     assert_api_error, free_port, new_user, path_str, run, Daemon, Setup, SmtpSink,
 };
@@ -309,13 +309,13 @@ async fn many_hosts_starting_at_once_apply_the_schema_once_and_a_newer_schema_is
     for daemon in &daemons {
         daemon.client().await.health().await.expect("health");
     }
-    assert_eq!(
-        cluster().psql(
-            &database,
-            "SELECT count(*), max(version) FROM latchkey_schema"
-        ),
-        "1|1"
+    // Each migration recorded once, in order, with none missing (version is the key).
+    let applied = cluster().psql(
+        &database,
+        "SELECT count(*), max(version) FROM latchkey_schema",
     );
+    let (count, max) = applied.split_once('|').expect("two columns");
+    assert!(count == max && count != "0", "{applied}");
     drop(daemons);
     cluster().psql(
         &database,
@@ -529,5 +529,122 @@ async fn killing_one_of_two_hosts_under_load_loses_no_acknowledged_write_and_no_
         if wins[t] == 1 {
             assert_eq!(state, TokenState::Used, "token {t}");
         }
+    }
+}
+
+#[tokio::test]
+async fn the_reset_cooldown_and_the_login_limit_hold_across_hosts() {
+    let limits = "[limits]\nlogin_per_account = { burst = 3, per_secs = 3600 }\n";
+    let (a, b) = two_hosts(limits).await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    ca.create_user(new_user("ines@example.com", PASSWORD))
+        .await
+        .expect("create_user");
+    // One reset mail per address per minute (the default), whichever host is asked.
+    ca.request_password_reset("ines@example.com", Some("198.51.100.1"), None)
+        .await
+        .expect("first request");
+    let again = cb
+        .request_password_reset("ines@example.com", Some("198.51.100.2"), None)
+        .await;
+    assert!(
+        matches!(again, Err(ref e) if matches!(e.api(), Some(ApiError::RateLimited { .. }))),
+        "{again:?}"
+    );
+    // And the same for an address with no account: the reply says nothing about accounts.
+    cb.request_password_reset("nobody@example.com", None, None)
+        .await
+        .expect("first request for an unknown address");
+    let again = ca
+        .request_password_reset("nobody@example.com", None, None)
+        .await;
+    assert!(
+        matches!(again, Err(ref e) if matches!(e.api(), Some(ApiError::RateLimited { .. }))),
+        "{again:?}"
+    );
+    // Three login attempts per account per hour, counted over both hosts.
+    for (client, ip) in [
+        (&ca, "203.0.113.1"),
+        (&cb, "203.0.113.2"),
+        (&ca, "203.0.113.3"),
+    ] {
+        assert_api_error(
+            client
+                .verify_password("ines@example.com", "wrong password", Some(ip))
+                .await,
+            ApiError::InvalidCredentials,
+        );
+    }
+    let fourth = cb
+        .verify_password("ines@example.com", PASSWORD, Some("203.0.113.4"))
+        .await;
+    assert!(
+        matches!(fourth, Err(ref e) if matches!(e.api(), Some(ApiError::RateLimited { .. }))),
+        "{fourth:?}"
+    );
+    // The database keeps only keyed hashes, never the addresses the limits were kept for.
+    let database = a.database().expect("on PostgreSQL");
+    let stored = cluster().psql(database, "SELECT count(*) FROM latchkey_limits");
+    assert_eq!(stored, "3");
+    let dump = String::from_utf8_lossy(&cluster().dump(database)).into_owned();
+    assert!(
+        !dump.contains("nobody@example.com"),
+        "an address in the limits table"
+    );
+}
+
+#[tokio::test]
+async fn over_tcp_the_daemon_checks_the_servers_certificate_and_reads_its_password_from_a_file() {
+    let cluster = cluster();
+    let database = cluster.create_database();
+    let setup = Setup::sled();
+    let password_file = setup.dir().join("db-password");
+    std::fs::write(&password_file, format!("{PG_PASSWORD}\n")).expect("write the password");
+    let tcp = |tls: &str, ca: &str, password: &str| {
+        format!(
+            "[store]\nbackend = \"postgres\"\n[store.postgres]\nhost = \"127.0.0.1\"\n\
+             port = {}\ndatabase = {database:?}\nuser = \"latchkey\"\ntls = {tls:?}\n{ca}\
+             password_file = {password:?}\n",
+            cluster.port()
+        )
+    };
+    let ca = format!("ca_file = {:?}\n", path_str(&cluster.ca_file()));
+    let good = tcp("verify-full", &ca, path_str(&password_file));
+    let daemon = setup.toml(&good).start().await;
+    let client = daemon.client().await;
+    client
+        .create_user(new_user("tls@example.com", PASSWORD))
+        .await
+        .expect("create_user over TLS");
+    daemon.assert_log_lacks(&[PG_PASSWORD]);
+
+    // A certificate from another CA is refused, and so is a wrong password: the daemon says
+    // why and does not start.
+    let other = Setup::sled();
+    let other_ca = latchkey_test_support::smtp::make_certificates(other.dir())
+        .await
+        .ca;
+    let wrong_ca = format!("ca_file = {:?}\n", path_str(&other_ca));
+    let wrong_password = other.dir().join("wrong-password");
+    std::fs::write(&wrong_password, "not the password").expect("write");
+    for (config, expected) in [
+        (
+            tcp("verify-full", &wrong_ca, path_str(&password_file)),
+            "certificate",
+        ),
+        (
+            tcp("verify-full", &ca, path_str(&wrong_password)),
+            "password authentication failed",
+        ),
+    ] {
+        let setup = Setup::sled().toml(&config);
+        let path = setup.write_config();
+        let refused = run(LATCHKEYD, &["--config", path_str(&path)], None).await;
+        assert!(
+            !refused.status.success(),
+            "started with {config}\n{refused}"
+        );
+        refused.assert_stderr_contains(expected);
+        assert!(!refused.stderr.contains(PG_PASSWORD), "{refused}");
     }
 }

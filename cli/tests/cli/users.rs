@@ -70,13 +70,15 @@ async fn cli_manages_users_without_passwords_in_argv_or_log() {
         .cli(&["health"], None)
         .await
         .assert_success()
-        .assert_stdout_contains("ok");
+        .assert_stdout_contains("ok")
+        .assert_stdout_contains("store ok");
     let health: serde_json::Value = daemon
         .cli(&["--json", "health"], None)
         .await
         .assert_success()
         .json();
     assert_eq!(health["status"], "ok", "health JSON: {health}");
+    assert_eq!(health["store"], "ok", "health JSON: {health}");
 
     // A daemon error exits 1 and names its code.
     let missing = daemon

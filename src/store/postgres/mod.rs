@@ -28,6 +28,8 @@ mod lock {
     pub(super) const SWEEP: i64 = 0x6c61_7463_686b_0002;
     /// Trimming the event log.
     pub(super) const TRIM: i64 = 0x6c61_7463_686b_0003;
+    /// Sweeping shared rate-limit buckets.
+    pub(super) const LIMITS: i64 = 0x6c61_7463_686b_0004;
 }
 
 /// Attempts of a transaction that failed to serialise or deadlocked.
@@ -83,6 +85,7 @@ macro_rules! transact {
 // After the macro: a macro is visible only in what follows it.
 mod connect;
 mod events;
+mod limits;
 mod outbox;
 mod schema;
 mod tokens;
@@ -109,9 +112,16 @@ struct Inner {
 /// A statement's error as the store reports it: lost connections as `Unreachable`, the
 /// server's refusals as `Sql`.
 pub(super) fn sql(e: tokio_postgres::Error) -> StoreError {
-    if e.is_closed() || e.as_db_error().is_none() {
+    let Some(db) = e.as_db_error() else {
         // No reply from the server: the connection broke or could not be made.
-        return StoreError::Unreachable(e.to_string());
+        return StoreError::Unreachable(match std::error::Error::source(&e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        });
+    };
+    let text = format!("{} ({})", db.message(), db.code().code());
+    if e.is_closed() {
+        return StoreError::Unreachable(text);
     }
     match e.code() {
         Some(code)
@@ -119,9 +129,9 @@ pub(super) fn sql(e: tokio_postgres::Error) -> StoreError {
                 || *code == SqlState::CRASH_SHUTDOWN
                 || *code == SqlState::CANNOT_CONNECT_NOW =>
         {
-            StoreError::Unreachable(e.to_string())
+            StoreError::Unreachable(text)
         }
-        _ => StoreError::Sql(e.to_string()),
+        _ => StoreError::Sql(text),
     }
 }
 

@@ -7,7 +7,10 @@ use super::{lock, sql};
 use crate::store::StoreError;
 
 /// Every migration, in order; the schema version is the number of those applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_shared_limits.sql"),
+];
 
 /// The schema version this daemon writes.
 pub(super) const VERSION: i32 = MIGRATIONS.len() as i32;
