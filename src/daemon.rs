@@ -46,10 +46,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Bind(#[from] BindError),
     /// The store could not be opened or flushed.
-    #[error("store in {path}: {source}")]
+    #[error("store {place}: {source}")]
     Store {
-        /// The data directory.
-        path: PathBuf,
+        /// Where the store is: the data directory, or the PostgreSQL database.
+        place: String,
         /// What failed.
         #[source]
         source: StoreError,
@@ -90,8 +90,15 @@ pub async fn run(
     }
     let data_dir = config.store.data_dir.clone();
     prepare_data_dir(&data_dir)?;
+    let place = match config.store.backend {
+        crate::store::Backend::Sled => format!("in {}", data_dir.display()),
+        crate::store::Backend::Postgres => match &config.store.postgres.url {
+            Some(_) => "in PostgreSQL (store.postgres.url)".to_owned(),
+            None => format!("in PostgreSQL database {}", config.store.postgres.database),
+        },
+    };
     let store_err = |source| DaemonError::Store {
-        path: data_dir.clone(),
+        place: place.clone(),
         source,
     };
     let store = Store::open(&config.store).await.map_err(store_err)?;

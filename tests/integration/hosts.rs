@@ -244,16 +244,18 @@ async fn a_reader_of_the_event_log_misses_nothing_when_hosts_commit_out_of_order
     let seen = ca.events(0, 100).await.expect("events");
     assert_eq!(seen.len(), 1, "{seen:?}");
     let mut cursor = seen[0].seq;
-    // A transaction that began first and commits last, as a slow host's would: it writes an
-    // event row and holds its transaction open while host B commits one of its own.
+    // A transaction that began first and commits last, as a slow host's would: it appends an
+    // event row as a host does (holding the events lock shared until it ends) and stays open
+    // while host B commits one of its own.
     let slow = tokio::task::spawn_blocking({
         let database = database.clone();
         move || {
             cluster().psql(
                 &database,
                 "BEGIN; \
-                 INSERT INTO latchkey_events (at, kind, user_id) \
-                     VALUES (extract(epoch from now())::bigint, 'login_failed', NULL); \
+                 INSERT INTO latchkey_events (at, kind, user_id, client_ip) \
+                     SELECT extract(epoch from now())::bigint, 'login_failed', NULL, NULL \
+                     FROM (SELECT pg_advisory_xact_lock_shared(7809651199139577861)) AS w; \
                  SELECT pg_sleep(3); COMMIT;",
             )
         }
@@ -261,34 +263,25 @@ async fn a_reader_of_the_event_log_misses_nothing_when_hosts_commit_out_of_order
     tokio::time::sleep(Duration::from_millis(500)).await;
     cb.create_user(new_user("second@example.com", PASSWORD))
         .await
-        .expect("create_user on B");
-    // B's event has committed, but the slow transaction could still add an older one: the
-    // reader is not shown B's yet, so its cursor cannot move past the slow one.
-    let early = ca.events(cursor, 100).await.expect("events");
+        .expect("create_user on B, while the slow transaction is open");
+    // B's event has committed, but the slow transaction could still commit an older one: the
+    // reader is shown nothing until it has, then both, the older first.
+    let started = std::time::Instant::now();
+    let read = ca.events(cursor, 100).await.expect("events");
     assert!(
-        early.is_empty(),
-        "shown before an older transaction ended: {early:?}"
+        started.elapsed() > Duration::from_secs(1),
+        "the read did not wait for the slow transaction: {read:?}"
     );
     slow.await.expect("psql task");
-    let mut read = Vec::new();
-    for _ in 0..50 {
-        let page = ca.events(cursor, 100).await.expect("events");
-        if let Some(last) = page.last() {
-            cursor = last.seq;
-        }
-        read.extend(page);
-        if read.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let kinds: Vec<EventKind> = read.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
         [EventKind::LoginFailed, EventKind::UserCreated],
         "{read:?}"
     );
-    assert!(read[0].seq < read[1].seq);
+    assert!(read[0].seq < read[1].seq && read[0].seq > cursor);
+    cursor = read[1].seq;
+    assert!(ca.events(cursor, 100).await.expect("events").is_empty());
     // Every host reads the same log in the same order.
     let from_a = ca.events(0, 100).await.expect("events on A");
     let from_b = cb.events(0, 100).await.expect("events on B");

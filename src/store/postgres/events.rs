@@ -2,15 +2,14 @@
 //!
 //! A plain `bigserial` is not enough: host A takes number 11, host B takes 12 and commits
 //! first, a reader sees 12 and moves its cursor past 11, and when A commits, 11 is never read.
-//! So rows are written unnumbered, stamped with their transaction id (`xid8`), and numbered
-//! later, by whichever reader comes first, in one transaction that holds the counter row's
-//! lock: only rows whose transaction id is below the oldest transaction still running
-//! (`pg_snapshot_xmin`) are numbered. Every transaction below that horizon has ended, so no
-//! row can appear there any more, and numbering them in (xid, id) order gives numbers that
-//! never gain a gap behind them. Writers never wait for each other; a reader waits at most
-//! for the transactions running when it looked. A transaction left open by someone else on
-//! the same server holds numbering back until it ends (`idle_in_transaction_session_timeout`
-//! bounds our own).
+//! So rows are written unnumbered, and numbered by the first reader that finds some, under an
+//! advisory lock: every transaction that appends an event holds it shared from its insert to
+//! its end, and numbering takes it exclusive. Numbering therefore starts only when no
+//! transaction that could still add an event is running, and every row it finds has
+//! committed; rows that commit later get later numbers. The numbers readers see never gain a
+//! gap behind them, and a reader sees its own committed writes at once. Writers never wait
+//! for each other, only (for the length of one UPDATE) for a numbering in progress; a
+//! numbering waits at most for the event-writing transactions running when it began.
 
 use latchkey_client::{Event, EventKind};
 
@@ -29,14 +28,16 @@ fn kind_name(kind: EventKind) -> Result<String, StoreError> {
     }
 }
 
-/// Appends an unnumbered event, inside a transaction or on its own.
+/// Appends an unnumbered event, inside a transaction or on its own, taking the events lock
+/// shared (in the same statement) until the transaction ends.
 pub(super) async fn append(
     tx: &impl deadpool_postgres::GenericClient,
     event: &NewEvent,
 ) -> Result<(), TxError> {
     let statement = tx
         .prepare_cached(
-            "INSERT INTO latchkey_events (at, kind, user_id, client_ip) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO latchkey_events (at, kind, user_id, client_ip)
+             SELECT $1, $2, $3, $4 FROM (SELECT pg_advisory_xact_lock_shared($5)) AS writing",
         )
         .await?;
     tx.execute(
@@ -46,6 +47,7 @@ pub(super) async fn append(
             &kind_name(event.kind)?,
             &event.user_id.map(int),
             &event.client_ip,
+            &lock::EVENTS,
         ],
     )
     .await?;
@@ -78,15 +80,18 @@ impl PgStore {
         }
         transact!(self, |tx| {
             let statement = tx
+                .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+                .await?;
+            tx.execute(&statement, &[&lock::EVENTS]).await?;
+            let statement = tx
                 .prepare_cached("SELECT last FROM latchkey_event_seq FOR UPDATE")
                 .await?;
             let last: i64 = tx.query_one(&statement, &[]).await?.get(0);
             let statement = tx
                 .prepare_cached(
                     "WITH ready AS (
-                         SELECT id, row_number() OVER (ORDER BY xid, id) AS rn
-                         FROM latchkey_events
-                         WHERE seq IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot()))
+                         SELECT id, row_number() OVER (ORDER BY id) AS rn
+                         FROM latchkey_events WHERE seq IS NULL)
                      UPDATE latchkey_events e SET seq = $1 + ready.rn
                      FROM ready WHERE e.id = ready.id",
                 )

@@ -30,6 +30,9 @@ mod lock {
     pub(super) const TRIM: i64 = 0x6c61_7463_686b_0003;
     /// Sweeping shared rate-limit buckets.
     pub(super) const LIMITS: i64 = 0x6c61_7463_686b_0004;
+    /// Writing events (shared, by every transaction that appends one) against numbering them
+    /// (exclusive).
+    pub(super) const EVENTS: i64 = 0x6c61_7463_686b_0005;
 }
 
 /// Attempts of a transaction that failed to serialise or deadlocked.

@@ -56,19 +56,18 @@ CREATE TABLE latchkey_outbox (
 );
 CREATE INDEX latchkey_outbox_due ON latchkey_outbox (next_attempt_ms, id) WHERE state = 'queued';
 
--- The event log. Rows arrive unnumbered, stamped with their transaction id; a row is numbered
--- (seq) only once every transaction that could still add an older row has ended, so the
--- numbers readers see never gain a gap behind them.
+-- The event log. Rows arrive unnumbered; a reader numbers (seq) every committed row once no
+-- transaction that writes events is still running, so the numbers readers see never gain a
+-- gap behind them (see src/store/postgres/events.rs).
 CREATE TABLE latchkey_events (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     seq bigint UNIQUE,
-    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
     at bigint NOT NULL,
     kind text NOT NULL,
     user_id bigint,
     client_ip text
 );
-CREATE INDEX latchkey_events_unnumbered ON latchkey_events (xid, id) WHERE seq IS NULL;
+CREATE INDEX latchkey_events_unnumbered ON latchkey_events (id) WHERE seq IS NULL;
 
 -- The last event number handed out; its row lock serialises numbering.
 CREATE TABLE latchkey_event_seq (
