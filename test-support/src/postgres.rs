@@ -388,6 +388,32 @@ impl Cluster {
         }
     }
 
+    /// Freezes every process of the server (SIGSTOP), as a hung machine or a stuck disk
+    /// would: connections stay open and nothing answers.
+    pub fn pause(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Lets the server run again after [`Cluster::pause`].
+    pub fn resume(&self) {
+        self.signal_all("-CONT");
+    }
+
+    /// Sends `signal` to the postmaster and every process it started.
+    fn signal_all(&self, signal: &str) {
+        let pid = match self.server.lock().expect("server lock").as_ref() {
+            Some(child) => child.id().to_string(),
+            None => panic!("the server is not running"),
+        };
+        // Children first, so none is started by a postmaster that is still running.
+        let _ = Command::new("pkill").args([signal, "-P", &pid]).status();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Starts the server again after [`Cluster::stop`].
     pub fn restart(&self) {
         self.start_server();

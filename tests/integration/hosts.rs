@@ -641,3 +641,71 @@ async fn over_tcp_the_daemon_checks_the_servers_certificate_and_reads_its_passwo
         assert!(!refused.stderr.contains(PG_PASSWORD), "{refused}");
     }
 }
+
+/// Waits up to `within` for a datagram on `notify` that contains `text`.
+fn notified(notify: &std::os::unix::net::UnixDatagram, text: &str, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    let mut buf = [0u8; 512];
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = notify.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains(text) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn the_watchdog_is_pinged_while_the_database_is_down_but_not_while_it_hangs() {
+    let own = Cluster::start();
+    let database = own.create_database();
+    let setup = Setup::sled()
+        .toml(&own.store_toml(&database))
+        .toml("[store.postgres]\nconnect_timeout_secs = 1\n");
+    let notify_path = setup.dir().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let daemon = setup
+        .env("NOTIFY_SOCKET", path_str(&notify_path))
+        .env("WATCHDOG_USEC", "1000000")
+        .start()
+        .await;
+    let client = daemon.client().await;
+    assert!(notified(&notify, "WATCHDOG=1", Duration::from_secs(5)));
+    // Down: refused connections are the database's state; restarting us would not help.
+    own.stop();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while notify.recv(&mut [0u8; 512]).is_ok() {}
+    assert!(
+        notified(&notify, "WATCHDOG=1", Duration::from_secs(3)),
+        "no ping while the database was down\n{}",
+        daemon.log()
+    );
+    assert_eq!(client.health().await.expect("health").store, "unreachable");
+    own.restart();
+    // Hung: the probe gets no answer within half the watchdog interval, and the pings stop.
+    let mut ok = String::new();
+    for _ in 0..50 {
+        ok = client.health().await.expect("health").store;
+        if ok == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ok, "ok");
+    own.pause();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while notify.recv(&mut [0u8; 512]).is_ok() {}
+    let pinged = notified(&notify, "WATCHDOG=1", Duration::from_secs(3));
+    let health = client.health().await.expect("health").store;
+    own.resume();
+    assert!(!pinged, "pinged while the database hung\n{}", daemon.log());
+    assert_eq!(health, "stalled");
+    assert!(
+        notified(&notify, "WATCHDOG=1", Duration::from_secs(5)),
+        "no ping once the database answered again"
+    );
+}
