@@ -431,6 +431,61 @@ async fn calls_answer_unavailable_while_the_database_is_down_and_work_again_when
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(store, "ok");
+
+    // Mid-load: writers keep going while the server stops and starts again. Every write is
+    // either acknowledged (and then kept) or refused with Unavailable; none hangs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let client = daemon.client().await;
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let (mut acknowledged, mut refused, mut resumed) = (Vec::new(), 0usize, false);
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let email = format!("load{w}-{i}@example.com");
+                i += 1;
+                let call = client.create_user(new_user(&email, PASSWORD));
+                match tokio::time::timeout(Duration::from_secs(15), call).await {
+                    Ok(Ok(user)) => {
+                        resumed |= refused > 0;
+                        acknowledged.push(user);
+                    }
+                    Ok(Err(e)) if e.api() == Some(&ApiError::Unavailable) => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Ok(Err(e)) => panic!("{email}: {e}"),
+                    Err(_) => panic!("{email}: no answer within 15 s"),
+                }
+            }
+            (acknowledged, refused, resumed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    own.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    own.restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acknowledged, mut refused, mut resumed) = (Vec::new(), 0, 0);
+    for writer in writers {
+        let (a, r, back) = writer.await.expect("writer task");
+        acknowledged.extend(a);
+        refused += r;
+        resumed += usize::from(back);
+    }
+    assert!(
+        refused > 0,
+        "no write was refused: the server never went away under load"
+    );
+    assert_eq!(
+        resumed, 4,
+        "not every writer got through again after the restart"
+    );
+    for user in &acknowledged {
+        assert_eq!(&client.get_user(user.id).await.expect("get_user"), user);
+    }
     drop(daemon);
     drop(own);
 }
