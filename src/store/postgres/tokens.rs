@@ -137,6 +137,9 @@ impl PgStore {
                 .prepare_cached("UPDATE latchkey_decoy SET token = $2 WHERE slot = $1")
                 .await?;
             tx.execute(&statement, &[&slot, &record]).await?;
+            // The id a queued message takes (ids are never reused, so a gap costs nothing).
+            let statement = tx.prepare_cached("SELECT nextval('latchkey_ids')").await?;
+            tx.query_one(&statement, &[]).await?;
             let statement = tx
                 .prepare_cached("UPDATE latchkey_decoy SET mail = $2 WHERE slot = $1")
                 .await?;
