@@ -145,52 +145,28 @@ fn smtp_builder(smtp: &SmtpConfig) -> Result<AsyncSmtpTransportBuilder, SetupErr
 /// The AUTH password from its file, variable or systemd credential. Never logged; errors name
 /// only where it was looked for.
 fn read_password(smtp: &SmtpConfig) -> Result<String, SetupError> {
-    let from_file = |key, path: PathBuf| {
-        std::fs::read_to_string(&path).map_err(|source| SetupError::Read { key, path, source })
-    };
-    let (key, raw) = if let Some(path) = &smtp.password_file {
-        (
+    let sources = crate::setting::SecretSources {
+        key: "mail.smtp.username",
+        keys: [
             "mail.smtp.password_file",
-            from_file("mail.smtp.password_file", path.clone())?,
-        )
-    } else if let Some(var) = &smtp.password_env {
-        let value = std::env::var(var).map_err(|e| SetupError::Config {
-            key: "mail.smtp.password_env",
-            reason: format!("${var}: {e}"),
-        })?;
-        ("mail.smtp.password_env", value)
-    } else if let Some(name) = &smtp.password_credential {
-        let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
-            return Err(SetupError::Config {
-                key: "mail.smtp.password_credential",
-                reason: "$CREDENTIALS_DIRECTORY is not set (start the daemon from a systemd \
-                         unit with LoadCredential=)"
-                    .into(),
-            });
-        };
-        let path = Path::new(&dir).join(name);
-        (
+            "mail.smtp.password_env",
             "mail.smtp.password_credential",
-            from_file("mail.smtp.password_credential", path)?,
-        )
-    } else {
-        return Err(SetupError::Config {
+        ],
+        file: smtp.password_file.as_deref(),
+        env: smtp.password_env.as_deref(),
+        credential: smtp.password_credential.as_deref(),
+    };
+    match crate::setting::read_secret(&sources) {
+        Ok(Some(password)) => Ok(password),
+        Ok(None) => Err(SetupError::Config {
             key: "mail.smtp.username",
             reason: "no password source".into(),
-        });
-    };
-    // Files written by `echo` end in a newline that is not part of the password.
-    let password = raw
-        .strip_suffix('\n')
-        .map(|p| p.strip_suffix('\r').unwrap_or(p))
-        .unwrap_or(&raw);
-    if password.is_empty() {
-        return Err(SetupError::Config {
-            key,
-            reason: "the password is empty".into(),
-        });
+        }),
+        Err(e) => Err(SetupError::Config {
+            key: e.key,
+            reason: e.reason,
+        }),
     }
-    Ok(password.to_owned())
 }
 
 /// SMTP replies that reject the session (authentication), not the message: 530
