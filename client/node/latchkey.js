@@ -243,7 +243,7 @@ class Client {
 
   /**
    * Liveness, version, uptime and this connection's role.
-   * @returns {Promise<{status: string, version: string, uptime_secs: number, caller_role: 'app'|'admin'}>}
+   * @returns {Promise<{status: string, version: string, uptime_secs: number, caller_role: 'app'|'admin', store: 'ok'|'unreachable'|'stalled'}>}
    */
   async health() {
     return this.call('health', {});

@@ -487,7 +487,8 @@ class Client:
         """Liveness, version, uptime and this connection's role.
 
         Returns:
-            ``{"status": "ok", "version": str, "uptime_secs": int, "caller_role": "app"|"admin"}``
+            ``{"status": "ok", "version": str, "uptime_secs": int, "caller_role": "app"|"admin",
+            "store": "ok"|"unreachable"|"stalled"}``
         """
         return self.call("health", {})
 
