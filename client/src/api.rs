@@ -118,7 +118,7 @@ pub struct Health {
     /// How the store answered the daemon's latest probe (every 2 s, or at half the systemd
     /// watchdog interval): `"ok"`, `"unreachable"` (the database refuses connections or is
     /// restarting; calls that need it answer `Unavailable` until it is back) or `"stalled"`
-    /// (it did not answer in time). Empty from a daemon older than 0.2.
+    /// (it did not answer in time). Empty from an older daemon, which does not send it.
     #[serde(default)]
     pub store: String,
 }
