@@ -764,3 +764,46 @@ async fn the_watchdog_is_pinged_while_the_database_is_down_but_not_while_it_hang
         "no ping once the database answered again"
     );
 }
+
+#[tokio::test]
+async fn token_sweeps_and_event_trimming_work_on_the_shared_database() {
+    let upkeep = "[reset]\nremember_secs = 0\nsweep_interval_secs = 1\n[events]\nmax_events = 5\n";
+    let (a, b) = two_hosts(upkeep).await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    let database = a.database().expect("on PostgreSQL").to_owned();
+    for i in 0..6 {
+        let client = if i % 2 == 0 { &ca } else { &cb };
+        let id = client
+            .create_user(new_user(&format!("sweep{i}@example.com"), PASSWORD))
+            .await
+            .expect("create_user")
+            .id;
+        client
+            .admin_reset_link(UserRef::Id(id), Some(1))
+            .await
+            .expect("admin_reset_link");
+    }
+    assert_eq!(
+        cluster().psql(&database, "SELECT count(*) FROM latchkey_tokens"),
+        "6"
+    );
+    // Both hosts sweep every second; one at a time takes the work (an advisory lock).
+    let mut left = (String::new(), String::new());
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Numbering happens on read; read so that trimming has numbered events to trim.
+        ca.events(0, 100).await.expect("events");
+        left = (
+            cluster().psql(&database, "SELECT count(*) FROM latchkey_tokens"),
+            cluster().psql(&database, "SELECT count(*) FROM latchkey_events"),
+        );
+        if left.0 == "0" && left.1 == "5" {
+            break;
+        }
+    }
+    assert_eq!(left, ("0".to_owned(), "5".to_owned()));
+    // The newest five stay, in order, for every host.
+    let kept = cb.events(0, 100).await.expect("events");
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert_eq!(kept, ca.events(0, 100).await.expect("events"));
+}
