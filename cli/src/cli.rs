@@ -64,6 +64,14 @@ pub(crate) enum Command {
     /// "error": CODE, "message": TEXT}]}); the status is 1 if any line was skipped. Running an
     /// import again is safe: the accounts already there are skipped as taken.
     Import(ImportArgs),
+    /// Write every account with its password hash as JSON lines to stdout, in the form
+    /// `latchkey import` reads (admin role).
+    ///
+    /// `latchkey export > accounts.jsonl` then `latchkey --socket OTHER import accounts.jsonl`
+    /// gives the other daemon the same accounts, logging in with the same passwords (reset
+    /// tokens, queued mail and the event log stay behind). The file holds every password
+    /// hash: keep it as safe as the database. A warning and the count go to stderr.
+    Export,
     /// Print the daemon's metrics in the Prometheus text format (admin role).
     Metrics,
 }

@@ -25,6 +25,8 @@
 //! events tail [--after SEQ] [--follow] [--interval SECS]
 //! import FILE|-                               accounts with bcrypt or argon2 hashes, as
 //!                                             JSON lines (a `mongoexport` will do)
+//! export                                      every account with its hash, as JSON lines
+//!                                             that import reads
 //! ```
 //!
 //! Everything but `health`, `user add`, `user show` and `reset request|check` needs the admin
@@ -137,6 +139,7 @@ async fn execute(command: &Command, client: &Client, json: bool) -> anyhow::Resu
         Command::Reset(command) => commands::reset::run(command, client).await,
         Command::Outbox(command) => commands::outbox::run(command, client, json).await,
         Command::Events(command) => commands::events::run(command, client, json).await,
+        Command::Export => commands::export::run(client).await,
         Command::Import(args) => Ok(Outcome::Import(
             commands::import::run(client, &args.file).await?,
         )),

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use anyhow::bail;
-use latchkey_client::{Event, OutboxMessage, User};
+use latchkey_client::{Event, ExportedUser, OutboxMessage, User};
 use serde::Serialize;
 
 /// The most bytes of items a listing asks for per call. The daemon fills a page up to the
@@ -40,6 +40,16 @@ impl Listed for OutboxMessage {
     /// The address (about 510 bytes escaped), the last error (500 characters, at most 6 bytes
     /// each escaped), and some 300 bytes more.
     const MAX_BYTES: usize = 3_800;
+
+    fn cursor(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Listed for ExportedUser {
+    /// What a [`User`] takes, and a password hash of up to 1 KiB (PHC strings are far
+    /// shorter; imported ones are kept as they came).
+    const MAX_BYTES: usize = 2_400;
 
     fn cursor(&self) -> u64 {
         self.id

@@ -242,6 +242,28 @@ pub struct ImportUser {
     pub created_at: Option<UnixTime>,
 }
 
+/// One account as `export_users` gives it: exactly what `import_users` takes, password hash
+/// included, with the id it has in this store (which an import ignores).
+///
+/// ```
+/// use latchkey_client::{ExportedUser, ImportUser, UserStatus};
+/// let line = r#"{"id":7,"email":"ada@example.com","name":"Ada","role":"user","status":"active","password_hash":"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA","locale":null,"created_at":1700000000}"#;
+/// let exported: ExportedUser = serde_json::from_str(line).unwrap();
+/// assert_eq!(exported.id, 7);
+/// assert_eq!(exported.account.status, Some(UserStatus::Active));
+/// // Without the id, the same line is an ImportUser.
+/// let account: ImportUser = serde_json::from_str(line).unwrap();
+/// assert_eq!(account, exported.account);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedUser {
+    /// The account's id in the store it was exported from.
+    pub id: UserId,
+    /// The account, in the form `import_users` takes.
+    #[serde(flatten)]
+    pub account: ImportUser,
+}
+
 /// One imported account's outcome: its new id, or why it was skipped.
 pub type ImportOutcome = Result<UserId, ApiError>;
 
@@ -431,6 +453,10 @@ pub trait Latchkey {
     /// Imports accounts with existing password hashes (admin); at most 1000 per call. Each
     /// account succeeds or fails on its own; the outcomes come back in order.
     async fn import_users(users: Vec<ImportUser>) -> Result<Vec<ImportOutcome>, ApiError>;
+    /// Accounts in id order after `after` (0 for the start), at most `limit`, with their
+    /// password hashes, in the form `import_users` takes (admin); pages like `list_users`.
+    /// Each call is logged at info with the number of accounts it gave out.
+    async fn export_users(after: UserId, limit: u32) -> Result<Vec<ExportedUser>, ApiError>;
 }
 
 impl ApiError {

@@ -412,6 +412,30 @@ impl Client {
             .await
     }
 
+    /// Accounts in id order after `after` (0 for the start), at most `limit`, capped at 1000,
+    /// with their password hashes, in the form [`Client::import_users`] takes (admin role).
+    /// The hashes are as sensitive as the database: keep what this returns as safe.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client, other: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let mut after = 0;
+    /// loop {
+    ///     let page = client.export_users(after, 500).await?;
+    ///     let Some(last) = page.last() else { break };
+    ///     after = last.id;
+    ///     other.import_users(page.into_iter().map(|u| u.account).collect()).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn export_users(
+        &self,
+        after: UserId,
+        limit: u32,
+    ) -> Result<Vec<ExportedUser>, Error> {
+        self.call(|c, ctx| async move { c.export_users(ctx, after, limit).await })
+            .await
+    }
+
     /// Sets a password without the current one (admin role). Revokes reset tokens and bumps
     /// the credential epoch.
     ///

@@ -2,8 +2,8 @@
 //! admin setting a password.
 
 use latchkey_client::{
-    ApiError, EventKind, ImportOutcome, ImportUser, NewUser, PasswordChanged, User, UserId,
-    UserStatus,
+    ApiError, EventKind, ExportedUser, ImportOutcome, ImportUser, NewUser, PasswordChanged, User,
+    UserId, UserStatus,
 };
 
 use super::{page, Service, MAX_PAGE};
@@ -95,6 +95,34 @@ pub(super) async fn list_users(
 ) -> Result<Vec<User>, ApiError> {
     let users = service.state.store.users_after(after, page(limit)).await?;
     Ok(service.fit_frame(users.iter().map(UserRecord::to_api).collect()))
+}
+
+/// Accounts in id order after `after` with their hashes, in the form an import takes, as
+/// many as fit one reply frame.
+pub(super) async fn export_users(
+    service: &Service,
+    after: UserId,
+    limit: u32,
+) -> Result<Vec<ExportedUser>, ApiError> {
+    let users = service.state.store.users_after(after, page(limit)).await?;
+    let exported: Vec<ExportedUser> = users
+        .into_iter()
+        .map(|u| ExportedUser {
+            id: u.id,
+            account: ImportUser {
+                email: u.email,
+                name: u.name,
+                role: Some(u.role),
+                status: Some(u.status),
+                password_hash: u.password_hash,
+                locale: u.locale,
+                created_at: Some(u.created_at),
+            },
+        })
+        .collect();
+    let exported = service.fit_frame(exported);
+    tracing::info!(accounts = exported.len(), "password hashes exported");
+    Ok(exported)
 }
 
 /// An admin sets a password: the policy applies, every reset token is revoked, the owner

@@ -30,9 +30,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use latchkey_client::{
-    ApiError, CallerRole, Event, Health, ImportOutcome, ImportUser, Latchkey, NewUser,
-    OutboxMessage, PasswordChanged, ResetLink, TokenCheck, TokenState, User, UserId, UserRef,
-    UserStatus,
+    ApiError, CallerRole, Event, ExportedUser, Health, ImportOutcome, ImportUser, Latchkey,
+    NewUser, OutboxMessage, PasswordChanged, ResetLink, TokenCheck, TokenState, User, UserId,
+    UserRef, UserStatus,
 };
 use tarpc::context::Context;
 
@@ -430,6 +430,21 @@ impl Latchkey for Service {
             "import_users",
             Needs::Admin,
             accounts::import_users(&self, users),
+        )
+        .await
+    }
+
+    async fn export_users(
+        self,
+        _: Context,
+        after: UserId,
+        limit: u32,
+    ) -> Result<Vec<ExportedUser>, ApiError> {
+        // At info, like a write: it hands out password hashes.
+        self.call(
+            "export_users",
+            Needs::Admin,
+            accounts::export_users(&self, after, limit),
         )
         .await
     }

@@ -3,6 +3,7 @@
 //! `main.rs`'s dispatch itself.
 
 pub(crate) mod events;
+pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod outbox;
 pub(crate) mod reset;

@@ -210,3 +210,69 @@ async fn import_exits_3_when_the_daemon_is_unreachable() {
         .assert_code(3)
         .assert_stderr_contains("cannot reach latchkeyd");
 }
+
+#[tokio::test]
+async fn export_then_import_into_a_fresh_daemon_gives_the_same_accounts_with_the_same_passwords() {
+    let source = Daemon::start().await;
+    let client = source.client().await;
+    let mut made = Vec::new();
+    for (email, password) in [
+        ("ada@example.com", "ada's long password"),
+        ("bob@example.com", "bob's long password"),
+        ("cy@example.com", "cy's long password"),
+    ] {
+        let user = client
+            .create_user(latchkey_test_support::new_user(email, password))
+            .await
+            .expect("create_user");
+        made.push((user, password));
+    }
+    // A changed password and a disabled account travel too.
+    client
+        .set_password(made[1].0.id, "bob's changed password")
+        .await
+        .expect("set_password");
+    made[1].1 = "bob's changed password";
+    client
+        .set_status(made[2].0.id, UserStatus::Disabled)
+        .await
+        .expect("set_status");
+
+    let exported = source.cli(&["export"], None).await;
+    exported
+        .assert_success()
+        .assert_stderr_contains("password hash")
+        .assert_stderr_contains("exported 3 accounts");
+    assert_eq!(exported.stdout.lines().count(), 3, "{exported}");
+    source.assert_log_lacks(&["ada's long password"]);
+
+    let target = Daemon::start().await;
+    let imported = target.cli(&["import", "-"], Some(&exported.stdout)).await;
+    imported.assert_success();
+    let other = target.client().await;
+    for (user, password) in &made[..2] {
+        let logged_in = other
+            .verify_password(&user.email, password, None)
+            .await
+            .unwrap_or_else(|e| panic!("{} does not log in after the round trip: {e}", user.email));
+        assert_eq!(logged_in.name, user.name);
+        assert_eq!(logged_in.role, user.role);
+        assert_eq!(logged_in.created_at, user.created_at);
+    }
+    let cy = other.find_user("cy@example.com").await.expect("find_user");
+    assert_eq!(cy.status, UserStatus::Disabled);
+    // The file is exactly what import reads: exporting the copy gives the same lines, but
+    // for the ids the new store gave.
+    let again = target.cli(&["export"], None).await;
+    again.assert_success();
+    let strip_id = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                v.as_object_mut().expect("an object").remove("id");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip_id(&again.stdout), strip_id(&exported.stdout));
+}
