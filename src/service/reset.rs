@@ -135,14 +135,15 @@ pub(super) async fn request_password_reset(
     let email = validate::email(&email)?;
     let ip = validate::client_ip(client_ip.as_deref())?;
     let locale = validate::locale(locale.as_deref())?;
+    // The floor runs from here, so that it covers the shared limit's round trip as well.
+    let reset = service.state.reset();
+    let floor =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(reset.reply_floor_ms);
     service.state.limits().reset_request(ip, &email)?;
     service
         .state
         .take_shared(SharedLimit::ResetPerEmail, &email)
         .await?;
-    let reset = service.state.reset();
-    let floor =
-        tokio::time::Instant::now() + std::time::Duration::from_millis(reset.reply_floor_ms);
     // From here on a known and an unknown address do the same work: one lookup, one
     // token, one sealed mail, one transaction of the same shape, one durable flush.
     let user = service.state.store.user_by_email(&email).await?;
