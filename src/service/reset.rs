@@ -49,7 +49,7 @@ impl Default for ResetConfig {
             link_template: "http://localhost:3000/reset-password?token={token}".into(),
             remember_secs: 86400,
             sweep_interval_secs: 60,
-            reply_floor_ms: 5,
+            reply_floor_ms: 10,
         }
     }
 }

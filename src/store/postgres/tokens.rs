@@ -134,18 +134,18 @@ impl PgStore {
             // No user has id 0: the same index lookup, finding nothing.
             tx.query(&statement, &[&0i64]).await?;
             let statement = tx
-                .prepare_cached("UPDATE latchkey_decoy SET token = $2 WHERE slot = $1")
+                .prepare_cached("UPDATE latchkey_decoy_tokens SET token = $2 WHERE slot = $1")
                 .await?;
             tx.execute(&statement, &[&slot, &record]).await?;
             // The id a queued message takes (ids are never reused, so a gap costs nothing).
             let statement = tx.prepare_cached("SELECT nextval('latchkey_ids')").await?;
             tx.query_one(&statement, &[]).await?;
             let statement = tx
-                .prepare_cached("UPDATE latchkey_decoy SET mail = $2 WHERE slot = $1")
+                .prepare_cached("UPDATE latchkey_decoy_mail SET mail = $2 WHERE slot = $1")
                 .await?;
             tx.execute(&statement, &[&slot, &sealed]).await?;
             let statement = tx
-                .prepare_cached("UPDATE latchkey_decoy SET event = $2 WHERE slot = $1")
+                .prepare_cached("UPDATE latchkey_decoy_events SET event = $2 WHERE slot = $1")
                 .await?;
             tx.execute(&statement, &[&slot, &"reset_requested"]).await?;
             Ok(())

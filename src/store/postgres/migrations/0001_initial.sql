@@ -77,11 +77,13 @@ CREATE TABLE latchkey_event_seq (
 INSERT INTO latchkey_event_seq (one, last) VALUES (true, 0);
 
 -- Rows that requests for unknown addresses lock and overwrite, so that they do the work of
--- a real request without growing anything.
-CREATE TABLE latchkey_decoy (
-    slot integer PRIMARY KEY,
-    token bytea,
-    mail bytea,
-    event text
-);
+-- a real request without growing anything: a row to lock as a real request locks its user,
+-- and one table each for what a real request writes to three (a token, a message, an event).
+CREATE TABLE latchkey_decoy (slot integer PRIMARY KEY);
+CREATE TABLE latchkey_decoy_tokens (slot integer PRIMARY KEY, token bytea);
+CREATE TABLE latchkey_decoy_mail (slot integer PRIMARY KEY, mail bytea);
+CREATE TABLE latchkey_decoy_events (slot integer PRIMARY KEY, event text);
 INSERT INTO latchkey_decoy (slot) SELECT generate_series(0, 63);
+INSERT INTO latchkey_decoy_tokens (slot) SELECT generate_series(0, 63);
+INSERT INTO latchkey_decoy_mail (slot) SELECT generate_series(0, 63);
+INSERT INTO latchkey_decoy_events (slot) SELECT generate_series(0, 63);
