@@ -37,7 +37,8 @@ impl PgStore {
             // A bucket is not a write anyone is told about: losing the last few to a crash
             // only forgets some calls. So it does not wait for a flush, which would double
             // what a reset request or a login costs the server.
-            tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await?;
             let statement = tx
                 .prepare_cached(
                     "INSERT INTO latchkey_limits AS l (bucket, key, tat_ms)
@@ -55,9 +56,7 @@ impl PgStore {
                 return Ok(None);
             }
             let statement = tx
-                .prepare_cached(
-                    "SELECT tat_ms FROM latchkey_limits WHERE bucket = $1 AND key = $2",
-                )
+                .prepare_cached("SELECT tat_ms FROM latchkey_limits WHERE bucket = $1 AND key = $2")
                 .await?;
             let tat = match tx.query_opt(&statement, &[&bucket, &key]).await? {
                 Some(row) => uint("latchkey_limits", row.get(0))?,
