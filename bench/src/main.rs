@@ -30,6 +30,11 @@
 //! The bench exits non-zero only when it cannot measure (the daemon does not start, a call
 //! fails); a figure that misses its target is reported as MISS, never as a failure.
 //! `--short` runs everything at tiny sizes in well under a minute, for CI.
+//!
+//! `--backend postgres` runs the daemons on a PostgreSQL cluster the bench starts for the run
+//! (`harness/postgres.rs`), and measures the calls that read or write the store against
+//! pgbench on the same server: `pgbench -S` for token checks, and scripts with the daemon's
+//! own statements for the reset transactions (`sections/pg_scripts.rs`).
 
 mod harness;
 mod report;
@@ -75,9 +80,27 @@ struct Args {
     /// its memory can be examined (pmap, gdb) before it is stopped.
     #[arg(long, value_name = "SECS")]
     hold_rss: Option<u64>,
+    /// Where the daemons store: `sled` (each in its own directory) or `postgres` (a
+    /// PostgreSQL cluster the bench starts for the run, a fresh database per daemon, with
+    /// pgbench baselines on the same server).
+    #[arg(long, value_enum, default_value_t = Backend::Sled)]
+    backend: Backend,
+    /// The PostgreSQL server binaries (initdb, postgres, pg_ctl, psql, pgbench) for
+    /// `--backend postgres`; default: the newest /usr/lib/postgresql/*/bin.
+    #[arg(long, value_name = "DIR")]
+    pg_bin: Option<PathBuf>,
     /// Internal: serve the echo baseline on this socket until killed.
     #[arg(long, hide = true)]
     echo_server: Option<PathBuf>,
+}
+
+/// The daemons' store backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// sled, embedded, one database directory per daemon.
+    Sled,
+    /// A PostgreSQL cluster started by the bench.
+    Postgres,
 }
 
 /// The parts of the bench, in the order they run.
@@ -157,18 +180,30 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let machine = Machine::read();
     eprintln!(
-        "latchkey-bench {} mode: {} cores ({}), load average {}",
+        "latchkey-bench {} mode, {:?} backend: {} cores ({}), load average {}",
         if args.short { "short" } else { "full" },
+        args.backend,
         machine.cores,
         machine.cpu,
         machine.load_start
     );
+    let started = Instant::now();
+    let postgres = match args.backend {
+        Backend::Sled => None,
+        // Started here, on the main thread, before any runtime: the server gets its
+        // parent-death signal when the bench exits, however it exits.
+        Backend::Postgres => Some(
+            harness::Cluster::start(args.pg_bin.as_deref(), args.keep)
+                .context("cannot start PostgreSQL")?,
+        ),
+    };
     let env = Env {
         harness: Harness {
             daemon_exe,
             log_level: args.log_level.clone(),
             keep: args.keep,
-            started: Instant::now(),
+            started,
+            postgres,
         },
         hold_rss: args.hold_rss,
         sizes,
@@ -203,6 +238,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     machine.finish();
     report.machine = Some(machine);
     report.mode = if args.short { "short" } else { "full" }.into();
+    report.backend = match args.backend {
+        Backend::Sled => "sled",
+        Backend::Postgres => "postgres",
+    }
+    .into();
     report.seconds = env.harness.started.elapsed().as_secs_f64();
     print!("{}", report.markdown());
     if let Some(path) = &args.json {

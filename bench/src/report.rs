@@ -110,6 +110,8 @@ impl Row {
 pub(crate) struct Report {
     /// `full` or `short`.
     pub(crate) mode: String,
+    /// The daemons' store: `sled` or `postgres`.
+    pub(crate) backend: String,
     /// Where it ran.
     pub(crate) machine: Option<Machine>,
     /// How long the run took.
@@ -125,9 +127,10 @@ impl Report {
         if let Some(m) = &self.machine {
             let _ = writeln!(
                 out,
-                "\n{} run, {}: {} cores, {}, Linux {}, {}; load average {} at start, {} at end; \
-                 steal {:.1}%; {:.0} s\n",
+                "\n{} run on {}, {}: {} cores, {}, Linux {}, {}; load average {} at start, {} at \
+                 end; steal {:.1}%; {:.0} s\n",
                 self.mode,
+                self.backend,
                 m.date,
                 m.cores,
                 m.cpu,

@@ -134,6 +134,13 @@ fn token_of(link: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("no token in the link {link:?}"))
 }
 
+/// Seconds since the Unix epoch, as the daemon stamps its rows; 0 if the clock is before it.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Fails on an error reply; the bench treats any as a broken measurement.
 pub(crate) fn ok<T>(what: &str, result: Result<T, ClientError>) -> anyhow::Result<T> {
     result.map_err(|e| match e.api() {

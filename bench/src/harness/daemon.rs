@@ -35,6 +35,8 @@ pub(crate) struct Daemon {
     socket: PathBuf,
     /// Its log (stdout and stderr), shown when it dies.
     log: PathBuf,
+    /// Its database on the run's PostgreSQL cluster; `None` on sled.
+    database: Option<String>,
     /// Its directory; dropped after the process is killed.
     dir: WorkDir,
 }
@@ -52,12 +54,23 @@ impl Daemon {
         let dir = WorkDir::new(name, harness.keep)?;
         let socket = dir.path.join("latchkey.sock");
         let root = rustix::process::geteuid().is_root();
+        // On PostgreSQL, a fresh database per daemon, so no section sees another's rows. The
+        // data directory still holds the outbox key and the mail.
+        let (database, store) = match &harness.postgres {
+            Some(cluster) => {
+                let database = cluster.unique(&format!("lkb_{}", name.replace('-', "_")));
+                cluster.create_database(&database)?;
+                let store = cluster.store_toml(&database);
+                (Some(database), store)
+            }
+            None => (None, String::new()),
+        };
         // Calls per connection and connections are raised so that the bench's pipelined
         // set-up phases never meet a limit meant for misbehaving clients.
         let config = format!(
             "[server]\nsocket = {socket:?}\nallow_root = {root}\nmax_connections = 1024\n\
              max_requests_per_connection = 1024\n\n\
-             [store]\ndata_dir = {data:?}\n\n\
+             [store]\ndata_dir = {data:?}\n{store}\n\
              [passwords]\nmemory_kib = {ARGON2_MEMORY_KIB}\niterations = {ARGON2_ITERATIONS}\n\
              parallelism = {ARGON2_PARALLELISM}\n\n\
              [reset]\n{reset}\n\n[limits]\n{limits}\n{log}",
@@ -102,6 +115,7 @@ impl Daemon {
             child,
             socket,
             log,
+            database,
             dir,
         })
     }
@@ -114,6 +128,11 @@ impl Daemon {
     /// The daemon's directory (config, log, database), for files kept beside them.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir.path
+    }
+
+    /// The daemon's database on the run's PostgreSQL cluster; `None` on sled.
+    pub(crate) fn database(&self) -> Option<&str> {
+        self.database.as_deref()
     }
 
     /// A new connection.

@@ -3,12 +3,16 @@
 //! children that die with the bench, waiting for their sockets, and reading CPU time, page
 //! faults and memory from /proc ([`machine`]).
 //!
+//! On `--backend postgres` the harness also runs a private PostgreSQL cluster
+//! ([`postgres`]), gives every daemon a fresh database of it, and runs pgbench there.
+//!
 //! Nothing here knows what a section measures; sections start processes through
 //! [`Harness`] and read figures from them.
 
 mod daemon;
 pub(crate) mod echo;
 mod machine;
+mod postgres;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use tokio::net::UnixStream;
 pub(crate) use daemon::{Daemon, ARGON2_ITERATIONS, ARGON2_MEMORY_KIB, ARGON2_PARALLELISM};
 pub(crate) use echo::{EchoClient, EchoProcess};
 pub(crate) use machine::{cores, process_cpu, Machine};
+pub(crate) use postgres::{Cluster, Script};
 
 /// Largest frame, the daemon's default; the echo baseline uses the same cap, and import
 /// batches are sized to stay below it.
@@ -39,6 +44,9 @@ pub(crate) struct Harness {
     pub(crate) keep: bool,
     /// When the run began, for progress lines and the report's duration.
     pub(crate) started: Instant,
+    /// The PostgreSQL cluster every daemon stores in, on `--backend postgres`; `None` runs
+    /// them on sled, each in its own directory.
+    pub(crate) postgres: Option<Cluster>,
 }
 
 impl Harness {

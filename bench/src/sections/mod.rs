@@ -6,6 +6,7 @@ pub(crate) mod cheap_calls;
 pub(crate) mod durable_writes;
 pub(crate) mod hash_bound;
 pub(crate) mod limiter_memory;
+mod pg_scripts;
 pub(crate) mod reset_timing;
 pub(crate) mod saturation;
 pub(crate) mod token_scaling;
