@@ -52,16 +52,20 @@ pub(crate) fn check_secret_sources(
     .into_iter()
     .filter(|g| *g)
     .count();
+    // The keys as they are written in their section: `password_file`, ...
+    let [file, env, credential] = sources
+        .keys
+        .map(|k| k.rsplit_once('.').map_or(k, |(_, name)| name));
     if given > 1 {
         return Err(BadSetting::new(
-            sources.key,
-            "give only one of a _file, an _env and a _credential source",
+            sources.keys[0],
+            format!("give only one of {file}, {env} and {credential}"),
         ));
     }
     if required && given == 0 {
         return Err(BadSetting::new(
             sources.key,
-            "needs one of a _file, an _env or a _credential source",
+            format!("needs one of {file}, {env} or {credential}"),
         ));
     }
     if let Some(var) = sources.env {

@@ -246,6 +246,21 @@ pub enum TlsMode {
 }
 
 impl SmtpConfig {
+    /// Where the AUTH password is read from.
+    pub(crate) fn password(&self) -> crate::setting::SecretSources<'_> {
+        crate::setting::SecretSources {
+            key: "mail.smtp.username",
+            keys: [
+                "mail.smtp.password_file",
+                "mail.smtp.password_env",
+                "mail.smtp.password_credential",
+            ],
+            file: self.password_file.as_deref(),
+            env: self.password_env.as_deref(),
+            credential: self.password_credential.as_deref(),
+        }
+    }
+
     /// The port to connect to.
     pub fn effective_port(&self) -> u16 {
         self.port.unwrap_or(match self.tls {
@@ -328,47 +343,17 @@ impl SmtpConfig {
                 return bad("helo_name", "must be a host name");
             }
         }
-        let sources = [
-            self.password_file.is_some(),
-            self.password_env.is_some(),
-            self.password_credential.is_some(),
+        let sources = self.password();
+        let given = [
+            sources.file.is_some(),
+            sources.env.is_some(),
+            sources.credential.is_some(),
         ];
-        let count = sources.iter().filter(|s| **s).count();
-        match (&self.username, count) {
-            (Some(_), 0) => {
-                return bad(
-                    "username",
-                    "needs one of password_file, password_env or password_credential",
-                )
-            }
-            (None, 1..) => return bad("username", "must be set when a password source is"),
-            (_, 2..) => {
-                return bad(
-                    "password_file",
-                    "give only one of password_file, password_env and password_credential",
-                )
-            }
-            _ => {}
+        if self.username.is_none() && given.contains(&true) {
+            return bad("username", "must be set when a password source is");
         }
-        if let Some(var) = &self.password_env {
-            if var.is_empty() || var.contains('=') || var.contains('\0') {
-                return bad("password_env", "must be an environment variable name");
-            }
-            if var.to_ascii_uppercase().starts_with("LATCHKEY_") {
-                return bad(
-                    "password_env",
-                    "must not start with LATCHKEY_ (such variables are read as settings)",
-                );
-            }
-        }
-        if let Some(name) = &self.password_credential {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return bad(
-                    "password_credential",
-                    "must be a credential name, not a path",
-                );
-            }
-        }
+        crate::setting::check_secret_sources(&sources, self.username.is_some())
+            .map_err(|e| e.to_string())?;
         if self.username.is_some() && self.tls == TlsMode::None && !self.host_is_loopback() {
             return bad(
                 "tls",

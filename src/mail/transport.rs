@@ -145,18 +145,7 @@ fn smtp_builder(smtp: &SmtpConfig) -> Result<AsyncSmtpTransportBuilder, SetupErr
 /// The AUTH password from its file, variable or systemd credential. Never logged; errors name
 /// only where it was looked for.
 fn read_password(smtp: &SmtpConfig) -> Result<String, SetupError> {
-    let sources = crate::setting::SecretSources {
-        key: "mail.smtp.username",
-        keys: [
-            "mail.smtp.password_file",
-            "mail.smtp.password_env",
-            "mail.smtp.password_credential",
-        ],
-        file: smtp.password_file.as_deref(),
-        env: smtp.password_env.as_deref(),
-        credential: smtp.password_credential.as_deref(),
-    };
-    match crate::setting::read_secret(&sources) {
+    match crate::setting::read_secret(&smtp.password()) {
         Ok(Some(password)) => Ok(password),
         Ok(None) => Err(SetupError::Config {
             key: "mail.smtp.username",
