@@ -161,11 +161,7 @@ impl PgStore {
         let mut removed = 0usize;
         loop {
             let went = transact!(self, |tx| {
-                let statement = tx
-                    .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
-                    .await?;
-                let locked: bool = tx.query_one(&statement, &[&lock::TRIM]).await?.get(0);
-                if !locked {
+                if !lock::try_take(&tx, lock::TRIM).await? {
                     return Ok(0usize);
                 }
                 let last: i64 = tx

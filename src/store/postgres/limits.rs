@@ -30,8 +30,8 @@ impl PgStore {
             .inner
             .seal
             .limit_key(bucket, (burst, per_secs), key.as_bytes());
-        let tau_ms = tau;
-        let (now, interval, tau) = (int(now_ms), int(interval), int(tau));
+        let (now, interval, tau_ms) = (int(now_ms), int(interval), tau);
+        let tau = int(tau_ms);
         let key = key.as_slice();
         let tat = transact!(self, |tx| {
             // A bucket is not a write anyone is told about: losing the last few to a crash
@@ -78,11 +78,7 @@ impl PgStore {
     ) -> Result<usize, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         transact!(self, |tx| {
-            let statement = tx
-                .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
-                .await?;
-            let locked: bool = tx.query_one(&statement, &[&lock::LIMITS]).await?.get(0);
-            if !locked {
+            if !lock::try_take(&tx, lock::LIMITS).await? {
                 return Ok(0);
             }
             let statement = tx

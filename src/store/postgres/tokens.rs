@@ -254,11 +254,7 @@ impl PgStore {
     ) -> Result<usize, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         transact!(self, |tx| {
-            let statement = tx
-                .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
-                .await?;
-            let locked: bool = tx.query_one(&statement, &[&lock::SWEEP]).await?.get(0);
-            if !locked {
+            if !lock::try_take(&tx, lock::SWEEP).await? {
                 return Ok(0);
             }
             let statement = tx
