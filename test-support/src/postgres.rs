@@ -148,54 +148,18 @@ impl Cluster {
     /// A private CA and a server certificate it signed for 127.0.0.1, so that TCP connections
     /// can be checked with `tls = "verify-full"`; the key is the server's, mode 0600.
     fn make_certificates(&self) {
-        let path = |name: &str| path_str(&self.dir.join(name)).to_owned();
-        std::fs::write(
-            self.dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        let certs = crate::smtp::make_certificates_blocking(&self.dir);
+        std::fs::set_permissions(
+            &certs.key,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )
-        .expect("cannot write the certificate extensions");
-        let new_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        let steps = [
-            format!(
-                "req -x509 {new_key} -days 2 -subj /CN=latchkey-test-db-ca -keyout {} -out {}",
-                path("ca.key"),
-                path("ca.pem")
-            ),
-            format!(
-                "req {new_key} -subj /CN=127.0.0.1 -keyout {} -out {}",
-                path("server.key"),
-                path("server.csr")
-            ),
-            format!(
-                "x509 -req -days 2 -in {} -CA {} -CAkey {} -CAcreateserial -extfile {} -out {}",
-                path("server.csr"),
-                path("ca.pem"),
-                path("ca.key"),
-                path("server.ext"),
-                path("server.pem")
-            ),
-        ];
-        for step in &steps {
-            // Temporary paths hold no spaces, so splitting on whitespace is safe.
-            let out = Command::new("openssl")
-                .args(step.split_whitespace())
-                .output()
-                .expect("cannot run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {step} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let key = self.dir.join("server.key");
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("cannot chmod the server key");
+        .expect("cannot chmod the server key");
         if let Some(user) = &self.owner {
             let chown = Command::new("chown")
                 .args([
                     &format!("{user}:{user}"),
-                    path_str(&key),
-                    &path("server.pem"),
+                    path_str(&certs.key),
+                    path_str(&certs.cert),
                 ])
                 .status()
                 .expect("cannot run chown");
@@ -242,11 +206,11 @@ impl Cluster {
             .args(["-c", "shared_buffers=64MB", "-c", "ssl=on"])
             .args([
                 "-c",
-                &format!("ssl_cert_file={}", path_str(&self.dir.join("server.pem"))),
+                &format!("ssl_cert_file={}", path_str(&self.dir.join("cert.pem"))),
             ])
             .args([
                 "-c",
-                &format!("ssl_key_file={}", path_str(&self.dir.join("server.key"))),
+                &format!("ssl_key_file={}", path_str(&self.dir.join("key.pem"))),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cannot duplicate the log"))

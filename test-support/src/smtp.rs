@@ -170,6 +170,14 @@ pub struct Certificates {
 /// Makes a CA and a server certificate for 127.0.0.1 in `dir`. The CA is separate because
 /// webpki refuses a CA certificate as a server's own.
 pub async fn make_certificates(dir: &Path) -> Certificates {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || make_certificates_blocking(&dir))
+        .await
+        .expect("the certificate task")
+}
+
+/// [`make_certificates`], for callers that are not async (the PostgreSQL test cluster).
+pub fn make_certificates_blocking(dir: &Path) -> Certificates {
     let path = |name: &str| path_str(&dir.join(name)).to_owned();
     let (ca_key, ca, key, csr, cert, ext) = (
         path("ca.key"),
@@ -197,11 +205,14 @@ pub async fn make_certificates(dir: &Path) -> Certificates {
     ];
     for step in &steps {
         // Temporary paths hold no spaces, so splitting on whitespace is safe.
-        let args: Vec<&str> = step.split_whitespace().collect();
-        let run = crate::run("openssl", &args, None).await;
+        let out = std::process::Command::new("openssl")
+            .args(step.split_whitespace())
+            .output()
+            .expect("making test certificates needs the openssl command");
         assert!(
-            run.status.success(),
-            "making test certificates needs the openssl command\n{run}"
+            out.status.success(),
+            "openssl {step} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
     Certificates {
