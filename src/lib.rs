@@ -3,9 +3,10 @@
 //!
 //! The map, lowest layer first; a module imports only from the ones above it in this list:
 //! - `clock`, `random`, `setting`: the time, the OS CSPRNG, a refused setting.
-//! - `store`: sled trees behind the store's own interface, with group commit for durability;
-//!   the `[store]` settings. Reset tokens are stored in `store/tokens.rs`, queued mail in
-//!   `store/outbox.rs`, key encodings in `store/keys.rs`.
+//! - `store`: one interface (`store/mod.rs`) over two backends, the embedded `store/sled/`
+//!   (group commit for durability; key encodings in `store/sled/keys.rs`) and the shared
+//!   `store/postgres/` (migrations in `store/postgres/migrations/`); the records both keep in
+//!   `store/records.rs`; the `[store]` settings.
 //! - `tokens`: the reset token format (selector and verifier).
 //! - `passwords`: the password policy and argon2id hashing on dedicated threads;
 //!   `[passwords]`.
