@@ -129,6 +129,7 @@ pub async fn run(
         max_frame_bytes: config.server.max_frame_bytes,
         started,
         store_probe: Arc::new(ProbeCell::default()),
+        backups: Default::default(),
     });
     let upkeep = Arc::new(Maintenance {
         store: store.clone(),

@@ -15,6 +15,12 @@ impl From<StoreError> for ApiError {
             StoreError::TokenRejected => ApiError::InvalidToken,
             // A concurrent change won; the caller may retry with fresh state.
             StoreError::Stale => ApiError::Unavailable,
+            // Why a backup cannot be taken now (one runs already, too much changed meanwhile):
+            // the operator's to read, and it holds no secret.
+            StoreError::Backup(reason) => ApiError::InvalidInput {
+                field: "backup".into(),
+                reason,
+            },
             e @ StoreError::Unreachable(_) => {
                 tracing::warn!(error = %e, "store unreachable");
                 ApiError::Unavailable

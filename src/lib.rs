@@ -44,6 +44,8 @@ pub(crate) mod tokens;
 pub(crate) mod validate;
 
 pub use daemon::{run, DaemonError, Options};
+/// The backup file format, for `latchkey backup --verify`, and restoring one offline.
+pub use store::{dump as backup, load};
 
 #[cfg(test)]
 mod layers;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use latchkeyd::config::Config;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -24,6 +24,30 @@ struct Args {
     /// Run even as root (refused otherwise; same as server.allow_root = true).
     #[arg(long)]
     allow_root: bool,
+    /// An offline job instead of the daemon (with the daemon stopped).
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The jobs run with the daemon stopped.
+#[derive(Subcommand)]
+enum Command {
+    /// Restores a backup written by `latchkey backup` into an empty data directory. The file
+    /// is checked whole first; nothing is written unless it is sound. The outbox key the mail
+    /// was sealed under must be in place (store.outbox_key_file, by default DIR/outbox.key).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data directory to restore into (store.data_dir when not given).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Replace the store in the directory; it is kept beside, as db.replaced-TIME.
+        #[arg(long)]
+        force: bool,
+        /// Leave the queued mail out, when the outbox key it was sealed under is lost.
+        #[arg(long)]
+        drop_mail: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +67,9 @@ fn run() -> anyhow::Result<()> {
     if args.check_config {
         print!("{}", config.redacted_toml());
         return Ok(());
+    }
+    if let Some(command) = args.command {
+        return offline(command, config);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
@@ -90,6 +117,37 @@ fn run() -> anyhow::Result<()> {
         latchkeyd::run(options, shutdown, reloads).await?;
         Ok(())
     })
+}
+
+/// Runs an offline job and prints what it did.
+fn offline(command: Command, mut config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Restore {
+            file,
+            data_dir,
+            force,
+            drop_mail,
+        } => {
+            if let Some(dir) = data_dir {
+                config.store.data_dir = dir;
+            }
+            let options = latchkeyd::load::RestoreOptions { force, drop_mail };
+            let restored = latchkeyd::load::restore_sled(&file, &config.store, options)
+                .with_context(|| format!("cannot restore {}", file.display()))?;
+            println!(
+                "restored {} into {}",
+                restored.counts,
+                config.store.data_dir.display()
+            );
+            if restored.mail_dropped > 0 {
+                println!("left out {} messages (--drop-mail)", restored.mail_dropped);
+            }
+            if let Some(aside) = restored.replaced {
+                println!("the store that was there is now {}", aside.display());
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Makes glibc give freed memory back to the system.

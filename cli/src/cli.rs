@@ -74,6 +74,27 @@ pub(crate) enum Command {
     Export,
     /// Print the daemon's metrics in the Prometheus text format (admin role).
     Metrics,
+    /// Write an online backup of the store to FILE while the daemon serves (admin role), or
+    /// check a backup file with --verify (no daemon needed).
+    ///
+    /// The backup is one point in time across every record: accounts with their password
+    /// hashes, reset tokens (only the hashes of their verifiers), the outbox and the event
+    /// log. It is written to a temporary file beside FILE, synced, checked and renamed, so
+    /// FILE is either a whole backup or untouched. It does not hold the outbox key (queued
+    /// mail is sealed under it): keep the key file separately; without it, only the queued
+    /// mail is lost. Restore with `latchkeyd restore FILE --data-dir DIR`.
+    Backup(BackupArgs),
+}
+
+/// `latchkey backup FILE [--verify]`.
+#[derive(Args)]
+pub(crate) struct BackupArgs {
+    /// The backup file to write (replaced if it exists) or, with --verify, to check.
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+    /// Check FILE (version, checksum, every record) instead of writing one.
+    #[arg(long)]
+    pub(crate) verify: bool,
 }
 
 /// `latchkey user ...`: accounts.

@@ -27,6 +27,8 @@
 //!                                             JSON lines (a `mongoexport` will do)
 //! export                                      every account with its hash, as JSON lines
 //!                                             that import reads
+//! backup FILE                                 an online backup of the whole store
+//! backup --verify FILE                        checks a backup file (no daemon needed)
 //! ```
 //!
 //! Everything but `health`, `user add`, `user show` and `reset request|check` needs the admin
@@ -95,6 +97,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     let outcome = runtime.block_on(async {
+        if let Command::Backup(args) = &cli.command {
+            if args.verify {
+                // A file on its own: no daemon needed.
+                return commands::backup::verify(&args.file);
+            }
+        }
         let client = connect(cli).await?;
         execute(&cli.command, &client, cli.json).await
     })?;
@@ -140,6 +148,7 @@ async fn execute(command: &Command, client: &Client, json: bool) -> anyhow::Resu
         Command::Outbox(command) => commands::outbox::run(command, client, json).await,
         Command::Events(command) => commands::events::run(command, client, json).await,
         Command::Export => commands::export::run(client).await,
+        Command::Backup(args) => commands::backup::run(client, &args.file).await,
         Command::Import(args) => Ok(Outcome::Import(
             commands::import::run(client, &args.file).await?,
         )),

@@ -60,11 +60,38 @@ pub(crate) enum Outcome {
     },
     /// What an import did.
     Import(ImportSummary),
+    /// A backup written or checked.
+    Backup(BackupSummary),
     /// Text printed as it is (already a machine-readable format).
     Text(String),
     /// Printed already, item by item (listings).
     #[serde(skip)]
     Printed,
+}
+
+/// What `latchkey backup` wrote or `backup --verify` found.
+#[derive(Serialize)]
+pub(crate) struct BackupSummary {
+    /// The file.
+    pub(crate) file: String,
+    /// Whether it was written now (else checked).
+    pub(crate) written: bool,
+    /// Accounts in it.
+    pub(crate) users: u64,
+    /// Token records.
+    pub(crate) tokens: u64,
+    /// Messages.
+    pub(crate) mail: u64,
+    /// Events.
+    pub(crate) events: u64,
+    /// When the snapshot was taken (Unix seconds).
+    pub(crate) created_at: u64,
+    /// The backend it came from.
+    pub(crate) backend: String,
+    /// The daemon that wrote it.
+    pub(crate) daemon_version: String,
+    /// Its size.
+    pub(crate) bytes: u64,
 }
 
 impl Outcome {
@@ -132,6 +159,19 @@ impl fmt::Display for Outcome {
                     None => Ok(()),
                 }
             }
+            Outcome::Backup(b) => write!(
+                f,
+                "{} {}: {} users, {} tokens, {} messages, {} events; taken {} from {} by latchkeyd {}",
+                if b.written { "wrote" } else { "verified" },
+                b.file,
+                b.users,
+                b.tokens,
+                b.mail,
+                b.events,
+                Time(b.created_at),
+                b.backend,
+                b.daemon_version
+            ),
             Outcome::Retried { retried } => write!(f, "message {retried} queued again, due now"),
             Outcome::Dropped { dropped } => write!(f, "dropped message {dropped}"),
             Outcome::Import(summary) => write!(

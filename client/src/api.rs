@@ -264,6 +264,18 @@ pub struct ExportedUser {
     pub account: ImportUser,
 }
 
+/// One piece of a backup file, as `backup_read` gives it. Written one after the other, the
+/// pieces of one session are the file (see the README's "Backups").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupChunk {
+    /// The backup's session: pass it to the next `backup_read`.
+    pub session: u64,
+    /// The next bytes of the file, base64 (standard alphabet, padded).
+    pub data: String,
+    /// Whether this is the last piece: the file is complete and the session is over.
+    pub last: bool,
+}
+
 /// One imported account's outcome: its new id, or why it was skipped.
 pub type ImportOutcome = Result<UserId, ApiError>;
 
@@ -457,6 +469,12 @@ pub trait Latchkey {
     /// password hashes, in the form `import_users` takes (admin); pages like `list_users`.
     /// Each call is logged at info with the number of accounts it gave out.
     async fn export_users(after: UserId, limit: u32) -> Result<Vec<ExportedUser>, ApiError>;
+    /// Reads an online backup of the store (admin): `None` starts one at this instant, then
+    /// pass the chunk's `session` until a chunk is `last`. One backup runs at a time; one left
+    /// without a call for 60 s is abandoned. Logged at info when it starts and ends.
+    async fn backup_read(session: Option<u64>) -> Result<BackupChunk, ApiError>;
+    /// Abandons a backup before its last chunk (admin), so another may start.
+    async fn backup_cancel(session: u64) -> Result<(), ApiError>;
 }
 
 impl ApiError {

@@ -436,6 +436,34 @@ impl Client {
             .await
     }
 
+    /// Reads the next piece of an online backup (admin role): `None` starts one, then pass
+    /// the `session` of the chunk before until a chunk is `last`. Concatenated, the decoded
+    /// `data` of every chunk is the backup file.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let mut session = None;
+    /// loop {
+    ///     let chunk = client.backup_read(session).await?;
+    ///     // decode chunk.data (base64) and append it to the file
+    ///     if chunk.last {
+    ///         break;
+    ///     }
+    ///     session = Some(chunk.session);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn backup_read(&self, session: Option<u64>) -> Result<BackupChunk, Error> {
+        self.call(|c, ctx| async move { c.backup_read(ctx, session).await })
+            .await
+    }
+
+    /// Abandons a backup before its last chunk (admin role).
+    pub async fn backup_cancel(&self, session: u64) -> Result<(), Error> {
+        self.call(|c, ctx| async move { c.backup_cancel(ctx, session).await })
+            .await
+    }
+
     /// Sets a password without the current one (admin role). Revokes reset tokens and bumps
     /// the credential epoch.
     ///

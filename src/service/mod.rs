@@ -18,6 +18,7 @@
 //! `crate::validate`.
 
 mod accounts;
+mod backup;
 mod events;
 mod login;
 mod outbox;
@@ -30,9 +31,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use latchkey_client::{
-    ApiError, CallerRole, Event, ExportedUser, Health, ImportOutcome, ImportUser, Latchkey,
-    NewUser, OutboxMessage, PasswordChanged, ResetLink, TokenCheck, TokenState, User, UserId,
-    UserRef, UserStatus,
+    ApiError, BackupChunk, CallerRole, Event, ExportedUser, Health, ImportOutcome, ImportUser,
+    Latchkey, NewUser, OutboxMessage, PasswordChanged, ResetLink, TokenCheck, TokenState, User,
+    UserId, UserRef, UserStatus,
 };
 use tarpc::context::Context;
 
@@ -74,6 +75,8 @@ pub(crate) struct State {
     pub(crate) started: Instant,
     /// The store monitor's latest probe, for `health`.
     pub(crate) store_probe: Arc<crate::store::ProbeCell>,
+    /// The online backup being read, if any.
+    pub(crate) backups: backup::Backups,
 }
 
 impl State {
@@ -445,6 +448,27 @@ impl Latchkey for Service {
             "export_users",
             Needs::Admin,
             accounts::export_users(&self, after, limit),
+        )
+        .await
+    }
+
+    async fn backup_read(self, _: Context, session: Option<u64>) -> Result<BackupChunk, ApiError> {
+        // At debug when it goes on: a backup is thousands of calls, and its start and end are
+        // logged at info on their own.
+        self.read(
+            "backup_read",
+            Needs::Admin,
+            backup::backup_read(&self, session),
+            |_| session.is_some(),
+        )
+        .await
+    }
+
+    async fn backup_cancel(self, _: Context, session: u64) -> Result<(), ApiError> {
+        self.call(
+            "backup_cancel",
+            Needs::Admin,
+            backup::backup_cancel(&self, session),
         )
         .await
     }

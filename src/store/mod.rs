@@ -14,7 +14,9 @@
 //! under a key kept outside the database (`seal.rs`) on both.
 
 mod config;
+pub mod dump;
 mod hex32;
+pub mod load;
 mod postgres;
 mod records;
 mod seal;
@@ -29,7 +31,7 @@ pub use records::{
 };
 
 use self::postgres::PgStore;
-use self::sled::SledStore;
+use self::sled::{SledBackup, SledStore};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,10 @@ pub enum StoreError {
     /// The token cannot be used (unknown, expired, used or from an older epoch).
     #[error("token not usable")]
     TokenRejected,
+    /// A backup cannot be taken or loaded (one is running already, too much changed while
+    /// it ran, a target that is not empty).
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 /// A cheap, cloneable handle to the open store.
@@ -482,4 +488,129 @@ impl Store {
             Handle::Postgres(p) => p.mail_drop(id).await,
         }
     }
+}
+
+/// A backup being read: the bytes of a backup file (`dump.rs`) of the store as it was when
+/// [`Store::begin_backup`] returned, while the store goes on serving. Dropping it ends it.
+pub struct Backup {
+    /// Where the records come from.
+    source: BackupSource,
+    /// Counts and checksums the lines; `None` until the header is out.
+    writer: Option<dump::Writer>,
+    /// The header, until it is given out.
+    header: Option<dump::Header>,
+    /// Lines made but not yet given out (they did not fit the last chunk).
+    carry: std::collections::VecDeque<Vec<u8>>,
+    /// Set once the trailer is given out.
+    done: bool,
+}
+
+/// The backends' backup readers.
+enum BackupSource {
+    /// sled's; `None` only while a page is being read off the async threads.
+    Sled(Option<SledBackup>),
+}
+
+impl Store {
+    /// Starts a backup at this instant. `Backup` if one is running already.
+    pub async fn begin_backup(&self) -> Result<Backup, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => {
+                let backup = blocking(s, |s| s.begin_backup()).await?;
+                let header = dump::Header::new("sled", backup.next_id, backup.key_check.as_deref());
+                Ok(Backup::new(BackupSource::Sled(Some(backup)), header))
+            }
+            Handle::Postgres(_) => Err(StoreError::Backup(
+                "online backup of PostgreSQL is the database's own (pg_dump)".into(),
+            )),
+        }
+    }
+}
+
+impl Backup {
+    fn new(source: BackupSource, header: dump::Header) -> Backup {
+        Backup {
+            source,
+            writer: None,
+            header: Some(header),
+            carry: std::collections::VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Whether every byte of the file, trailer included, has been given out.
+    pub fn finished(&self) -> bool {
+        self.done && self.carry.is_empty()
+    }
+
+    /// The next bytes of the file, about `budget` of them (a single line longer than that
+    /// comes alone); `None` once the trailer has been given out.
+    pub async fn next_bytes(&mut self, budget: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        if let Some(header) = self.header.take() {
+            self.writer = Some(dump::Writer::start(&header, &mut out).map_err(encoding)?);
+        }
+        loop {
+            while let Some(line) = self.carry.front() {
+                if !out.is_empty() && out.len() + line.len() > budget {
+                    return Ok(Some(out));
+                }
+                out.extend_from_slice(line);
+                self.carry.pop_front();
+            }
+            if out.len() >= budget {
+                return Ok(Some(out));
+            }
+            let items = self.page(budget - out.len()).await?;
+            let writer = self
+                .writer
+                .as_mut()
+                .ok_or_else(|| StoreError::Backup("no header".into()))?;
+            if items.is_empty() {
+                let (end, _) = writer.end().map_err(encoding)?;
+                self.carry.push_back(end);
+                self.done = true;
+                // Give out whatever fits; the rest (at most the trailer) comes next time.
+                while let Some(line) = self.carry.front() {
+                    if !out.is_empty() && out.len() + line.len() > budget {
+                        self.done = false;
+                        return Ok(Some(out));
+                    }
+                    out.extend_from_slice(line);
+                    self.carry.pop_front();
+                }
+                return Ok(Some(out));
+            }
+            for item in &items {
+                self.carry.push_back(writer.line(item).map_err(encoding)?);
+            }
+        }
+    }
+
+    /// The next records from the backend.
+    async fn page(&mut self, budget: usize) -> Result<Vec<dump::Item>, StoreError> {
+        match &mut self.source {
+            BackupSource::Sled(slot) => {
+                let mut backup = slot
+                    .take()
+                    .ok_or_else(|| StoreError::Backup("an earlier page failed".into()))?;
+                let (backup, page) = tokio::task::spawn_blocking(move || {
+                    let page = backup.next_page(budget);
+                    (backup, page)
+                })
+                .await
+                .map_err(|e| StoreError::Durability(format!("backup task failed: {e}")))?;
+                *slot = Some(backup);
+                page
+            }
+        }
+    }
+}
+
+/// A record that does not encode (it decoded a moment ago, so this does not happen).
+fn encoding(e: serde_json::Error) -> StoreError {
+    StoreError::Backup(format!("cannot encode a record: {e}"))
 }

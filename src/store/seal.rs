@@ -51,6 +51,29 @@ impl Sealer {
         Sealer::load_or_create(&path)
     }
 
+    /// The key `config` names if it exists, without creating one: for a restore, which must
+    /// not invent a key for mail sealed under another. Returns where it looked too.
+    pub(super) fn load_existing(
+        config: &StoreConfig,
+    ) -> Result<(Option<Sealer>, std::path::PathBuf), StoreError> {
+        let path = match &config.outbox_key_credential {
+            Some(name) => crate::setting::credential_path("store.outbox_key_credential", name)
+                .map_err(|e| StoreError::Key(e.to_string()))?,
+            None => config
+                .outbox_key_file
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("outbox.key")),
+        };
+        match std::fs::read(&path) {
+            Ok(key) => Ok((Some(Sealer::from_key(&key, &path)?), path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, path)),
+            Err(e) => Err(StoreError::Key(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
     /// Reads the key file, or creates it with a fresh random key when it does not exist.
     fn load_or_create(path: &Path) -> Result<Sealer, StoreError> {
         let err = |what: &str, e: std::io::Error| {

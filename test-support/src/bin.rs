@@ -33,7 +33,14 @@ pub fn latchkeyd() -> PathBuf {
 pub fn latchkey() -> PathBuf {
     static FOUND: OnceLock<PathBuf> = OnceLock::new();
     FOUND
-        .get_or_init(|| located("latchkey", "latchkey-cli", &["cli/src", "client/src"]))
+        .get_or_init(|| {
+            located(
+                "latchkey",
+                "latchkey-cli",
+                // The CLI links the daemon library for `backup --verify`.
+                &["cli/src", "client/src", "src"],
+            )
+        })
         .clone()
 }
 

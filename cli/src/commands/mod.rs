@@ -2,6 +2,7 @@
 //! to print. `health` and `metrics`, one call each with nothing to add, are run by
 //! `main.rs`'s dispatch itself.
 
+pub(crate) mod backup;
 pub(crate) mod events;
 pub(crate) mod export;
 pub(crate) mod import;

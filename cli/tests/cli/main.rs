@@ -10,6 +10,7 @@
 // panicking with a message; clippy.toml allows that only inside the test functions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod backup;
 mod events;
 mod import;
 mod outbox;

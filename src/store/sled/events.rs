@@ -12,6 +12,9 @@ use super::{decode, keys, SledStore, StoreError, Tx, TxResult};
 
 const EVENTS: &str = "seq_event";
 
+/// Events removed per transaction when trimming.
+const TRIM_BATCH: usize = 1000;
+
 /// A numbered event whose transaction has not finished. While it lives, readers stop before
 /// its number: a transaction that took a number earlier may commit after one that took a
 /// later number, and a reader that had moved past the gap would never see it.
@@ -63,12 +66,8 @@ impl SledStore {
     /// See [`crate::store::Store::record_event`].
     pub(in crate::store) fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
         let event = self.new_event(event)?;
-        let bytes = super::encode(EVENTS, &*event)?;
-        self.inner
-            .trees
-            .events
-            .insert(keys::user(event.seq), bytes)?;
-        Ok(())
+        // A transaction of its own, like every write, so a running backup sees it.
+        self.transact(|tx| tx.append_event(&event))
     }
 
     /// See [`crate::store::Store::events_after`].
@@ -104,22 +103,37 @@ impl SledStore {
         let tree = &self.inner.trees.events;
         let excess = tree.len().saturating_sub(max_count);
         let mut removed = 0;
-        for kv in tree.iter() {
-            let (key, value) = kv?;
-            let event: EventRecord = decode(EVENTS, &value)?;
-            if removed >= excess && event.at >= min_at {
-                break;
+        loop {
+            // Batches of keys, each removed in one transaction (so a running backup sees it).
+            let mut batch = Vec::new();
+            for kv in tree.iter() {
+                let (key, value) = kv?;
+                let event: EventRecord = decode(EVENTS, &value)?;
+                if removed + batch.len() >= excess && event.at >= min_at {
+                    break;
+                }
+                batch.push(key);
+                if batch.len() == TRIM_BATCH {
+                    break;
+                }
             }
-            tree.remove(key)?;
-            removed += 1;
+            if batch.is_empty() {
+                return Ok(removed);
+            }
+            self.transact(|tx| {
+                for key in &batch {
+                    tx.events.remove(key)?;
+                }
+                Ok(())
+            })?;
+            removed += batch.len();
         }
-        Ok(removed)
     }
 }
 
 impl Tx<'_> {
     /// Appends a numbered event inside a transaction.
     pub(super) fn append_event(&self, event: &EventRecord) -> TxResult<()> {
-        Tx::put(self.events, EVENTS, &keys::user(event.seq), event)
+        Tx::put(&self.events, EVENTS, &keys::user(event.seq), event)
     }
 }

@@ -5,9 +5,11 @@
 //! caller is told succeeded is on disk first: writers call [`SledStore::durable`], which waits
 //! for the group-commit thread (see `commit.rs`).
 
+mod backup;
 mod commit;
 mod events;
 pub mod keys;
+mod load;
 mod outbox;
 mod tokens;
 mod users;
@@ -16,10 +18,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+
+pub(super) use self::backup::SledBackup;
+use self::backup::{Kept, Kind, Snapshot};
+pub(super) use self::load::SledLoader;
 
 use super::seal::Sealer;
 use super::{Levels, StoreError};
@@ -47,6 +54,11 @@ struct Inner {
     /// Messages claimed by the sender, with the end of each lease (Unix milliseconds). One
     /// daemon owns the directory, so leases live in memory and end with the process.
     leases: Mutex<HashMap<u64, u64>>,
+    /// The backup being read, if one is: writers save what they overwrite (`backup.rs`).
+    snapshot: ArcSwapOption<Snapshot>,
+    /// Added to sled's id counter: a store restored from a backup starts its counter again
+    /// at 0, and must not hand out the ids in the backup a second time.
+    id_base: u64,
 }
 
 /// The trees. See [`Tx`] for what each holds.
@@ -64,31 +76,52 @@ struct Trees {
     meta: sled::Tree,
 }
 
+impl Trees {
+    /// Opens (or creates) every tree of `db`.
+    fn open(db: &sled::Db) -> Result<Trees, StoreError> {
+        Ok(Trees {
+            users: db.open_tree("userid_user")?,
+            emails: db.open_tree("email_userid")?,
+            tokens: db.open_tree("selector_token")?,
+            user_tokens: db.open_tree("userid_selectors")?,
+            token_expiry: db.open_tree("purgeat_selector")?,
+            outbox: db.open_tree("msgid_message")?,
+            outbox_due: db.open_tree("dueat_msgid")?,
+            events: db.open_tree("seq_event")?,
+            decoy: db.open_tree("decoy")?,
+            meta: db.open_tree("name_value")?,
+        })
+    }
+}
+
 /// One transaction's view of every tree.
 struct Tx<'a> {
     /// `userid_user`: user id → [`UserRecord`].
-    users: &'a TransactionalTree,
+    users: Kept<'a>,
     /// `email_userid`: normalised email → user id. Unique.
-    emails: &'a TransactionalTree,
+    emails: Kept<'a>,
     /// `selector_token`: token selector → [`TokenRecord`] (the verifier only as a hash).
-    tokens: &'a TransactionalTree,
+    tokens: Kept<'a>,
     /// `userid_selectors`: user id → the user's live token selectors, oldest first.
-    user_tokens: &'a TransactionalTree,
+    user_tokens: Kept<'a>,
     /// `purgeat_selector`: purge time ++ selector → (), the sweeper's index.
-    token_expiry: &'a TransactionalTree,
+    token_expiry: Kept<'a>,
     /// `msgid_message`: message id → [`OutboxRecord`] with a sealed payload.
-    outbox: &'a TransactionalTree,
+    outbox: Kept<'a>,
     /// `dueat_msgid`: next attempt time ++ message id → (), the sender's schedule.
-    outbox_due: &'a TransactionalTree,
+    outbox_due: Kept<'a>,
     /// `seq_event`: sequence number → [`EventRecord`].
-    events: &'a TransactionalTree,
+    events: Kept<'a>,
     /// `decoy`: fixed keys overwritten by requests for unknown accounts, so they do the same
     /// store work as requests for known ones.
-    decoy: &'a TransactionalTree,
+    decoy: Kept<'a>,
 }
 
 /// The `name_value` key of the outbox key check value.
 const OUTBOX_KEY_CHECK: &[u8] = b"outbox_key_check";
+
+/// The `name_value` key of the id base (8 bytes, big-endian), written by a restore.
+const ID_BASE: &[u8] = b"id_base";
 
 /// A transaction body's result.
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -106,17 +139,13 @@ impl SledStore {
             // Durability comes from our own group commit, not from sled's timer.
             .flush_every_ms(None)
             .open()?;
-        let trees = Trees {
-            users: db.open_tree("userid_user")?,
-            emails: db.open_tree("email_userid")?,
-            tokens: db.open_tree("selector_token")?,
-            user_tokens: db.open_tree("userid_selectors")?,
-            token_expiry: db.open_tree("purgeat_selector")?,
-            outbox: db.open_tree("msgid_message")?,
-            outbox_due: db.open_tree("dueat_msgid")?,
-            events: db.open_tree("seq_event")?,
-            decoy: db.open_tree("decoy")?,
-            meta: db.open_tree("name_value")?,
+        let trees = Trees::open(&db)?;
+        let id_base = match trees.meta.get(ID_BASE)? {
+            Some(bytes) => keys::read_u64(&bytes).ok_or_else(|| StoreError::Corrupt {
+                tree: "name_value",
+                reason: "id_base is not 8 bytes".into(),
+            })?,
+            None => 0,
         };
         let commit = commit::GroupCommit::start(db.clone())
             .map_err(|e| StoreError::Durability(e.to_string()))?;
@@ -128,6 +157,8 @@ impl SledStore {
                 commit,
                 pending_events: Mutex::new(BTreeSet::new()),
                 leases: Mutex::new(HashMap::new()),
+                snapshot: ArcSwapOption::empty(),
+                id_base,
             }),
         })
     }
@@ -173,7 +204,7 @@ impl SledStore {
 
     /// A new unique id (never reused, even across crashes). Starts at 1.
     fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.generate_id()? + 1)
+        Ok(self.inner.db.generate_id()? + 1 + self.inner.id_base)
     }
 
     /// Runs `body` as one transaction over every tree. sled may run it more than once on
@@ -203,16 +234,25 @@ impl SledStore {
                     events,
                     decoy,
                 )| {
+                    // Loaded inside the transaction, which sled runs alone: a backup starts
+                    // between two transactions, and every later one sees it.
+                    let snapshot = self.inner.snapshot.load();
+                    let snapshot = snapshot.as_deref();
+                    let kept = |tree, kind| Kept {
+                        tree,
+                        kind,
+                        snapshot,
+                    };
                     body(&Tx {
-                        users,
-                        emails,
-                        tokens,
-                        user_tokens,
-                        token_expiry,
-                        outbox,
-                        outbox_due,
-                        events,
-                        decoy,
+                        users: kept(users, Some(Kind::Users)),
+                        emails: kept(emails, None),
+                        tokens: kept(tokens, Some(Kind::Tokens)),
+                        user_tokens: kept(user_tokens, None),
+                        token_expiry: kept(token_expiry, None),
+                        outbox: kept(outbox, Some(Kind::Outbox)),
+                        outbox_due: kept(outbox_due, None),
+                        events: kept(events, Some(Kind::Events)),
+                        decoy: kept(decoy, None),
                     })
                 },
             );
@@ -253,7 +293,7 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
 impl Tx<'_> {
     /// Reads and decodes a record from `tree`.
     fn get<T: DeserializeOwned>(
-        tree: &TransactionalTree,
+        tree: &Kept<'_>,
         name: &'static str,
         key: &[u8],
     ) -> TxResult<Option<T>> {
@@ -265,7 +305,7 @@ impl Tx<'_> {
 
     /// Encodes and writes a record to `tree`.
     fn put<T: Serialize>(
-        tree: &TransactionalTree,
+        tree: &Kept<'_>,
         name: &'static str,
         key: &[u8],
         value: &T,

@@ -113,22 +113,22 @@ impl SledStore {
             error = reason,
             "outbox message cannot be read; marked dead"
         );
-        let trees = &self.inner.trees;
-        trees.outbox_due.remove(due_key)?;
-        let Some(bytes) = trees.outbox.get(keys::user(id))? else {
-            return Ok(());
-        };
-        if let Ok(mut record) = decode::<OutboxRecord>(OUTBOX, &bytes) {
-            record.state = OutboxState::Dead;
-            record.last_error = Some(format!("cannot be read: {reason}"));
-            trees
-                .outbox
-                .insert(keys::user(id), super::encode(OUTBOX, &record)?)?;
-        } else {
-            // Not even the record decodes: nothing about it can be shown or retried.
-            trees.outbox.remove(keys::user(id))?;
-        }
-        Ok(())
+        let note = format!("cannot be read: {reason}");
+        self.transact(|tx| {
+            tx.outbox_due.remove(due_key)?;
+            let Some(bytes) = tx.outbox.get(keys::user(id))? else {
+                return Ok(());
+            };
+            if let Ok(mut record) = decode::<OutboxRecord>(OUTBOX, &bytes) {
+                record.state = OutboxState::Dead;
+                record.last_error = Some(note.clone());
+                Tx::put(&tx.outbox, OUTBOX, &keys::user(id), &record)?;
+            } else {
+                // Not even the record decodes: nothing about it can be shown or retried.
+                tx.outbox.remove(&keys::user(id))?;
+            }
+            Ok(())
+        })
     }
 
     /// One message with its payload opened.
@@ -190,7 +190,7 @@ impl SledStore {
     /// Removes a delivered message. Durable on return, so a restart does not send it again.
     pub(in crate::store) async fn mail_sent(&self, id: u64) -> Result<(), StoreError> {
         self.transact(|tx| {
-            let Some(record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))? else {
+            let Some(record) = Tx::get::<OutboxRecord>(&tx.outbox, OUTBOX, &keys::user(id))? else {
                 return Ok(());
             };
             tx.outbox.remove(&keys::user(id))?;
@@ -211,7 +211,7 @@ impl SledStore {
         retry_at_ms: Option<u64>,
     ) -> Result<(), StoreError> {
         self.transact(|tx| {
-            let Some(mut record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))?
+            let Some(mut record) = Tx::get::<OutboxRecord>(&tx.outbox, OUTBOX, &keys::user(id))?
             else {
                 return abort(StoreError::NotFound);
             };
@@ -227,7 +227,7 @@ impl SledStore {
                 }
                 None => record.state = OutboxState::Dead,
             }
-            Tx::put(tx.outbox, OUTBOX, &keys::user(id), &record)
+            Tx::put(&tx.outbox, OUTBOX, &keys::user(id), &record)
         })?;
         self.release(id);
         self.durable().await
@@ -241,7 +241,7 @@ impl SledStore {
         now_ms: u64,
     ) -> Result<(), StoreError> {
         self.transact(|tx| {
-            let Some(mut record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))?
+            let Some(mut record) = Tx::get::<OutboxRecord>(&tx.outbox, OUTBOX, &keys::user(id))?
             else {
                 return abort(StoreError::NotFound);
             };
@@ -251,7 +251,7 @@ impl SledStore {
             record.state = OutboxState::Queued;
             record.next_attempt_ms = now_ms;
             tx.outbox_due.insert(&keys::due(now_ms, id), &[])?;
-            Tx::put(tx.outbox, OUTBOX, &keys::user(id), &record)
+            Tx::put(&tx.outbox, OUTBOX, &keys::user(id), &record)
         })?;
         self.release(id);
         self.durable().await
@@ -260,7 +260,7 @@ impl SledStore {
     /// Deletes a message without sending it. Durable on return.
     pub(in crate::store) async fn mail_drop(&self, id: u64) -> Result<(), StoreError> {
         self.transact(|tx| {
-            let Some(record) = Tx::get::<OutboxRecord>(tx.outbox, OUTBOX, &keys::user(id))? else {
+            let Some(record) = Tx::get::<OutboxRecord>(&tx.outbox, OUTBOX, &keys::user(id))? else {
                 return abort(StoreError::NotFound);
             };
             tx.outbox.remove(&keys::user(id))?;
@@ -281,7 +281,7 @@ fn poisoned() -> StoreError {
 impl Tx<'_> {
     /// Queues a prepared message inside a transaction.
     pub(super) fn enqueue(&self, record: &OutboxRecord) -> TxResult<()> {
-        Tx::put(self.outbox, OUTBOX, &keys::user(record.id), record)?;
+        Tx::put(&self.outbox, OUTBOX, &keys::user(record.id), record)?;
         self.outbox_due
             .insert(&keys::due(record.next_attempt_ms, record.id), &[])?;
         Ok(())

@@ -37,7 +37,7 @@ impl Tx<'_> {
 
     /// Deletes one token record and its purge index entry.
     fn remove_token(&self, selector: &[u8; 16]) -> TxResult<()> {
-        if let Some(record) = Tx::get::<TokenRecord>(self.tokens, TOKENS, selector)? {
+        if let Some(record) = Tx::get::<TokenRecord>(&self.tokens, TOKENS, selector)? {
             self.token_expiry
                 .remove(keys::expiry(record.purge_at, selector))?;
         }
@@ -71,7 +71,7 @@ impl SledStore {
             // Keep only tokens that can still be used, then make room for the new one.
             let mut live = Vec::new();
             for selector in selectors(tx.user_tokens.get(user_key)?) {
-                match Tx::get::<TokenRecord>(tx.tokens, TOKENS, &selector)? {
+                match Tx::get::<TokenRecord>(&tx.tokens, TOKENS, &selector)? {
                     Some(t) if t.is_live(token.record.issued_at) => live.push(selector),
                     _ => {}
                 }
@@ -82,7 +82,7 @@ impl SledStore {
             }
             live.push(token.selector);
             tx.user_tokens.insert(&user_key, live.concat())?;
-            Tx::put(tx.tokens, TOKENS, &token.selector, &token.record)?;
+            Tx::put(&tx.tokens, TOKENS, &token.selector, &token.record)?;
             tx.token_expiry
                 .insert(keys::expiry(token.record.purge_at, &token.selector), &[])?;
             if let Some(mail) = &mail {
@@ -164,7 +164,7 @@ impl SledStore {
         let event = self.new_event(event)?;
         let notice = self.prepare_mail(notice, now)?;
         let user = self.transact(|tx| {
-            let Some(mut token) = Tx::get::<TokenRecord>(tx.tokens, TOKENS, selector)? else {
+            let Some(mut token) = Tx::get::<TokenRecord>(&tx.tokens, TOKENS, selector)? else {
                 return abort(StoreError::TokenRejected);
             };
             let Some(mut user) = tx.user(token.user_id)? else {
@@ -177,7 +177,7 @@ impl SledStore {
                 return abort(StoreError::TokenRejected);
             }
             token.used_at = Some(now);
-            Tx::put(tx.tokens, TOKENS, selector, &token)?;
+            Tx::put(&tx.tokens, TOKENS, selector, &token)?;
             let mut event = event.clone();
             event.user_id = Some(user.id);
             let change = PasswordChange {
@@ -212,7 +212,7 @@ impl SledStore {
             .collect();
         for selector in due {
             self.transact(|tx| {
-                let Some(record) = Tx::get::<TokenRecord>(tx.tokens, TOKENS, &selector)? else {
+                let Some(record) = Tx::get::<TokenRecord>(&tx.tokens, TOKENS, &selector)? else {
                     return Ok(());
                 };
                 if record.purge_at > now {

@@ -11,12 +11,12 @@ pub(super) const USERS: &str = "userid_user";
 impl Tx<'_> {
     /// The user with this id, inside a transaction.
     pub(super) fn user(&self, id: u64) -> TxResult<Option<UserRecord>> {
-        Tx::get(self.users, USERS, &keys::user(id))
+        Tx::get(&self.users, USERS, &keys::user(id))
     }
 
     /// Writes a user record.
     pub(super) fn put_user(&self, record: &UserRecord) -> TxResult<()> {
-        Tx::put(self.users, USERS, &keys::user(record.id), record)
+        Tx::put(&self.users, USERS, &keys::user(record.id), record)
     }
 }
 

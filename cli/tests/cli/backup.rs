@@ -1,0 +1,442 @@
+//! `backup` and `latchkeyd restore` (issue 16): an online backup of a serving daemon, written
+//! by the CLI, restored with the daemon's own binary into a fresh data directory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use latchkey_client::{TokenState, UserRef, UserStatus};
+use latchkey_test_support::daemon::files_under;
+use latchkey_test_support::{bin, free_port, new_user, run, Daemon, Run, Setup};
+
+use crate::PASSWORD;
+
+/// sled with mail to a port where nothing listens, so a requested reset stays queued.
+fn queued_mail() -> Setup {
+    Setup::sled().toml(&format!(
+        "[mail]\ntransport = \"smtp\"\nmax_attempts = 50\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\n",
+        free_port()
+    ))
+}
+
+/// `latchkeyd --config CONFIG restore FILE --data-dir DIR ARGS...`, into the setup's own
+/// data directory.
+async fn restore(setup: &Setup, file: &Path, extra: &[&str]) -> Run {
+    restore_into(setup, &setup.dir().join("data"), file, extra).await
+}
+
+/// Like [`restore`], into `data`.
+async fn restore_into(setup: &Setup, data: &Path, file: &Path, extra: &[&str]) -> Run {
+    let config = setup.write_config();
+    let mut args = vec![
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "restore",
+        file.to_str().expect("utf-8 path"),
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    run(bin::latchkeyd(), &args, None).await
+}
+
+/// Every file under `dir` with its contents: what "changes nothing" compares.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    if !dir.exists() {
+        return BTreeMap::new();
+    }
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// The lines of a backup file as JSON values.
+fn lines(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .expect("read the backup")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// The ids of the messages in the outbox.
+async fn mail_ids(client: &latchkey_client::Client) -> Vec<u64> {
+    let mail = client.outbox_list(0, 1000).await.expect("outbox");
+    mail.iter().map(|m| m.id).collect()
+}
+
+fn copy_key(from: &Daemon, to: &Setup) {
+    std::fs::create_dir_all(to.dir().join("data")).expect("data dir");
+    std::fs::copy(
+        from.data_dir().join("outbox.key"),
+        to.dir().join("data").join("outbox.key"),
+    )
+    .expect("copy the outbox key");
+}
+
+#[tokio::test]
+async fn a_backup_of_a_serving_daemon_restores_with_the_same_logins_tokens_events_and_mail() {
+    let source = queued_mail().start().await;
+    let client = source.client().await;
+    let ada = client
+        .create_user(new_user("ada@example.com", "ada's long password"))
+        .await
+        .expect("create ada");
+    let bob = client
+        .create_user(new_user("bob@example.com", "bob's long password"))
+        .await
+        .expect("create bob");
+    let cy = client
+        .create_user(new_user("cy@example.com", PASSWORD))
+        .await
+        .expect("create cy");
+    client
+        .set_password(bob.id, "bob's changed password")
+        .await
+        .expect("set_password");
+    client
+        .set_status(cy.id, UserStatus::Disabled)
+        .await
+        .expect("disable cy");
+    let link = client
+        .admin_reset_link(UserRef::Id(ada.id), None)
+        .await
+        .expect("a reset link");
+    let token = link.link.rsplit('=').next().expect("a token").to_owned();
+    client
+        .request_password_reset("bob@example.com", None, None)
+        .await
+        .expect("request a reset");
+    let events = client.events(0, 1000).await.expect("events");
+    let mail = mail_ids(&client).await;
+    assert_eq!(mail.len(), 2, "bob's reset and his password notice wait");
+
+    let file = source.dir().join("store.backup");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let written = source.cli(&["backup", file_arg], None).await;
+    written
+        .assert_success()
+        .assert_stdout_contains("wrote")
+        .assert_stdout_contains("3 users");
+    let checked = source.cli(&["backup", "--verify", file_arg], None).await;
+    checked
+        .assert_success()
+        .assert_stdout_contains("verified")
+        .assert_stdout_contains("2 messages");
+    // No raw token, no password: only hashes and sealed mail.
+    let text = std::fs::read_to_string(&file).expect("read the backup");
+    for secret in [
+        token.as_str(),
+        "ada's long password",
+        "bob's changed password",
+        PASSWORD,
+    ] {
+        assert!(!text.contains(secret), "the backup holds a secret");
+    }
+    source.assert_log_lacks(&[&token, "ada's long password"]);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&file).expect("metadata").permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the backup is readable by its owner only");
+
+    // A fresh directory with the source's outbox key.
+    let target = queued_mail();
+    copy_key(&source, &target);
+    let restored = restore(&target, &file, &[]).await;
+    restored
+        .assert_success()
+        .assert_stdout_contains("restored 3 users");
+    let target = target.start().await;
+    let other = target.client().await;
+    other
+        .verify_password("ada@example.com", "ada's long password", None)
+        .await
+        .expect("ada logs in on the restored store");
+    other
+        .verify_password("bob@example.com", "bob's changed password", None)
+        .await
+        .expect("bob logs in with his changed password");
+    assert_eq!(
+        other.get_user(cy.id).await.expect("cy").status,
+        UserStatus::Disabled
+    );
+    let check = other
+        .check_reset_token(&token, None)
+        .await
+        .expect("check the token");
+    assert_eq!(check.state, TokenState::Valid, "ada's link still works");
+    assert_eq!(other.events(0, 1000).await.expect("events"), events);
+    assert_eq!(
+        mail_ids(&other).await,
+        mail,
+        "the queued mail is there, readable"
+    );
+    // New ids start above every restored one.
+    let dee = other
+        .create_user(new_user("dee@example.com", PASSWORD))
+        .await
+        .expect("create dee");
+    let highest = events.iter().map(|e| e.seq).max().unwrap_or(0);
+    assert!(
+        dee.id > highest && dee.id > cy.id,
+        "{} after {highest}",
+        dee.id
+    );
+    // And the token is used once, there.
+    other
+        .complete_password_reset(&token, "ada's new password", None, None)
+        .await
+        .expect("complete the reset on the restored store");
+}
+
+#[tokio::test]
+async fn a_backup_under_writers_holds_every_write_acknowledged_before_it_and_none_half_done() {
+    let source = Setup::sled().start().await;
+    let client = source.client().await;
+    let changed = client
+        .create_user(new_user("changed@example.com", PASSWORD))
+        .await
+        .expect("create");
+    // Each account created: its email, when the call began and when it was acknowledged.
+    let acked: Arc<Mutex<Vec<(String, Instant, Instant)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let client = source.client().await;
+        let acked = acked.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let email = format!("w{w}-{n}@example.com");
+                n += 1;
+                let started = Instant::now();
+                if client.create_user(new_user(&email, PASSWORD)).await.is_ok() {
+                    acked
+                        .lock()
+                        .expect("lock")
+                        .push((email, started, Instant::now()));
+                }
+            }
+        }));
+    }
+    // A writer whose each change is a user record and an event in one transaction.
+    let epochs = {
+        let client = source.client().await;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut changes = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let password = format!("changed password {changes}");
+                if client.set_password(changed.id, &password).await.is_ok() {
+                    changes += 1;
+                }
+            }
+            changes
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let file = source.dir().join("busy.backup");
+    let before = Instant::now();
+    let written = source
+        .cli(&["backup", file.to_str().expect("utf-8 path")], None)
+        .await;
+    let after = Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let changes = epochs.await.expect("password writer");
+    written.assert_success();
+    assert!(changes > 0, "the password writer ran");
+
+    let lines = lines(&file);
+    let emails: BTreeSet<String> = lines
+        .iter()
+        .filter_map(|l| l.get("user")?.get("email")?.as_str().map(str::to_owned))
+        .collect();
+    let acked = acked.lock().expect("lock").clone();
+    let mut acked_before = 0;
+    for (email, started, done) in &acked {
+        let present = emails.contains(email);
+        if *done < before {
+            assert!(
+                present,
+                "{email} was acknowledged before the backup and is not in it"
+            );
+            acked_before += 1;
+        }
+        if *started > after {
+            assert!(
+                !present,
+                "{email} was created after the backup ended and is in it"
+            );
+        }
+    }
+    assert!(
+        acked_before > 5 && acked.iter().any(|(_, s, _)| *s > after),
+        "the writers were busy before and after the backup"
+    );
+    // Nothing half-written: each account with its creation event, each password change
+    // with its event.
+    let created_events = lines
+        .iter()
+        .filter(|l| l.get("event").and_then(|e| e.get("kind")) == Some(&"user_created".into()))
+        .count();
+    assert_eq!(
+        created_events,
+        emails.len(),
+        "one creation event per account"
+    );
+    let user = lines
+        .iter()
+        .find_map(|l| l.get("user").filter(|u| u["id"] == changed.id))
+        .expect("the changed user");
+    let password_events = lines
+        .iter()
+        .filter(|l| {
+            l.get("event")
+                .is_some_and(|e| e["kind"] == "password_set" && e["user_id"] == changed.id)
+        })
+        .count() as u64;
+    assert_eq!(user["credential_epoch"], password_events);
+
+    // Restored, the store has exactly those accounts.
+    let target = Setup::sled();
+    copy_key(&source, &target);
+    restore(&target, &file, &[]).await.assert_success();
+    let target = target.start().await;
+    let other = target.client().await;
+    let listed = target.cli(&["--json", "user", "list"], None).await;
+    listed.assert_success();
+    assert_eq!(listed.stdout.lines().count(), emails.len());
+    let password = match password_events {
+        0 => PASSWORD.to_owned(),
+        n => format!("changed password {}", n - 1),
+    };
+    other
+        .verify_password("changed@example.com", &password, None)
+        .await
+        .expect("the password the backup holds");
+}
+
+#[tokio::test]
+async fn every_bad_file_and_every_unsafe_target_is_refused_and_changes_nothing() {
+    let mut source = queued_mail().start().await;
+    let client = source.client().await;
+    client
+        .create_user(new_user("ada@example.com", PASSWORD))
+        .await
+        .expect("create");
+    client
+        .request_password_reset("ada@example.com", None, None)
+        .await
+        .expect("a reset, queued");
+    let good = source.dir().join("good.backup");
+    source
+        .cli(&["backup", good.to_str().expect("utf-8 path")], None)
+        .await
+        .assert_success();
+    let bytes = std::fs::read(&good).expect("read");
+    let text = String::from_utf8(bytes.clone()).expect("utf-8");
+    let bad = |name: &str, contents: &[u8]| {
+        let path = source.dir().join(name);
+        std::fs::write(&path, contents).expect("write");
+        path
+    };
+    let files = [
+        (bad("truncated", &bytes[..bytes.len() * 2 / 3]), "truncated"),
+        (
+            bad("tampered", text.replacen("ada@", "eve@", 1).as_bytes()),
+            "checksum does not match",
+        ),
+        (
+            bad(
+                "newer",
+                text.replacen("\"version\":1", "\"version\":2", 1)
+                    .as_bytes(),
+            ),
+            "backup version 2 is newer",
+        ),
+        (
+            bad("not-a-backup", b"{\"email\":\"ada@example.com\"}\n"),
+            "not a latchkey backup",
+        ),
+    ];
+
+    // Into a fresh directory holding the right key.
+    let target = Setup::sled();
+    copy_key(&source, &target);
+    let data = target.dir().join("data");
+    let before = snapshot(&data);
+    for (file, message) in &files {
+        let verified = source
+            .cli(
+                &["backup", "--verify", file.to_str().expect("utf-8 path")],
+                None,
+            )
+            .await;
+        verified.assert_code(1).assert_stderr_contains(message);
+        let refused = restore(&target, file, &[]).await;
+        refused.assert_code(1).assert_stderr_contains(message);
+        assert_eq!(snapshot(&data), before, "{message}: the target changed");
+    }
+    // No key, or another key: the queued mail could not be sent.
+    std::fs::remove_file(data.join("outbox.key")).expect("remove the key");
+    let before = snapshot(&data);
+    restore(&target, &good, &[])
+        .await
+        .assert_code(1)
+        .assert_stderr_contains("no key at")
+        .assert_stderr_contains("--drop-mail");
+    assert_eq!(snapshot(&data), before);
+    std::fs::write(data.join("outbox.key"), [7u8; 32]).expect("another key");
+    let before = snapshot(&data);
+    restore(&target, &good, &[])
+        .await
+        .assert_code(1)
+        .assert_stderr_contains("not the one the backup's mail was sealed under");
+    assert_eq!(snapshot(&data), before);
+    // Without the mail, it restores under the new key.
+    restore(&target, &good, &["--drop-mail"])
+        .await
+        .assert_success()
+        .assert_stdout_contains("restored 1 users, 1 tokens, 0 messages")
+        .assert_stdout_contains("left out 1 messages");
+
+    // Over a store: refused unless --force, and never under a running daemon.
+    let over = restore(&target, &good, &[]).await;
+    over.assert_code(1)
+        .assert_stderr_contains("holds a store already");
+    let source_data = source.data_dir().to_path_buf();
+    let before = snapshot(&source_data.join("db"));
+    restore_into(&target, &source_data, &good, &["--force"])
+        .await
+        .assert_code(1)
+        .assert_stderr_contains("is in use");
+    assert_eq!(snapshot(&source_data.join("db")).len(), before.len());
+    source
+        .client()
+        .await
+        .verify_password("ada@example.com", PASSWORD, None)
+        .await
+        .expect("the running daemon is untouched");
+    // Stopped, --force replaces it and keeps the old one beside.
+    source.terminate().await;
+    restore_into(&target, &source_data, &good, &["--force"])
+        .await
+        .assert_success()
+        .assert_stdout_contains("the store that was there is now");
+    let kept = std::fs::read_dir(&source_data)
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("db.replaced-"));
+    assert!(kept, "the replaced store is kept");
+}
