@@ -48,6 +48,22 @@ enum Command {
         #[arg(long)]
         drop_mail: bool,
     },
+    /// Copies every record of a stopped store to another backend: from `sled:DIR` (a data
+    /// directory) or `backup:FILE`, to `postgres` (the server of [store.postgres]) or
+    /// `sled:DIR`. Run again, it gives the same result; the counts of both sides are
+    /// compared at the end. The outbox key the mail was sealed under must be the one the
+    /// configuration names.
+    CopyStore {
+        /// Where the records are: sled:DIR or backup:FILE.
+        #[arg(long)]
+        from: latchkeyd::load::Place,
+        /// Where they go: postgres or sled:DIR.
+        #[arg(long)]
+        to: latchkeyd::load::Place,
+        /// Leave the queued mail out, when the outbox key it was sealed under is lost.
+        #[arg(long)]
+        drop_mail: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -144,6 +160,33 @@ fn offline(command: Command, mut config: Config) -> anyhow::Result<()> {
             }
             if let Some(aside) = restored.replaced {
                 println!("the store that was there is now {}", aside.display());
+            }
+            Ok(())
+        }
+        Command::CopyStore {
+            from,
+            to,
+            drop_mail,
+        } => {
+            let options = latchkeyd::load::RestoreOptions {
+                force: false,
+                drop_mail,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            let copied = runtime
+                .block_on(latchkeyd::load::copy_store(
+                    &from,
+                    &to,
+                    &config.store,
+                    options,
+                ))
+                .context("cannot copy the store")?;
+            println!(
+                "copied {}; the target holds {}",
+                copied.source, copied.target
+            );
+            if copied.mail_dropped > 0 {
+                println!("left out {} messages (--drop-mail)", copied.mail_dropped);
             }
             Ok(())
         }

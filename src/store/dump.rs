@@ -300,69 +300,118 @@ struct Seen {
     queued_mail: u64,
 }
 
+/// A backup being read, checked line by line as it goes: [`Reader::next`] gives each record
+/// in file order, and `None` only after the trailer's counts and checksum matched. What came
+/// before an error must be discarded: a restore writes where it can throw it away, or checks
+/// the whole file first ([`verify`]).
+pub struct Reader {
+    input: std::io::BufReader<std::fs::File>,
+    hash: Sha256,
+    buf: Vec<u8>,
+    line_no: u64,
+    header: Header,
+    seen: Seen,
+    counts: Counts,
+    ended: bool,
+}
+
+impl Reader {
+    /// Opens a backup and reads its header.
+    pub fn open(path: &Path) -> Result<Reader, DumpError> {
+        let file = std::fs::File::open(path)?;
+        let mut input = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut buf = Vec::new();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            return Err(DumpError::NotABackup("the file is empty".into()));
+        }
+        let header = parse_header(&buf)?;
+        let mut hash = Sha256::new();
+        hash.update(&buf);
+        Ok(Reader {
+            input,
+            hash,
+            buf,
+            line_no: 1,
+            header,
+            seen: Seen::default(),
+            counts: Counts::default(),
+            ended: false,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The next record; `None` once the trailer has been read and matched.
+    #[allow(clippy::should_implement_trait)] // Fallible, and it ends by verifying.
+    pub fn next(&mut self) -> Result<Option<Item>, DumpError> {
+        if self.ended {
+            return Ok(None);
+        }
+        self.buf.clear();
+        if self.input.read_until(b'\n', &mut self.buf)? == 0 || self.buf.last() != Some(&b'\n') {
+            return Err(DumpError::Truncated(self.line_no));
+        }
+        self.line_no += 1;
+        let line_no = self.line_no;
+        let item: Item = serde_json::from_slice(&self.buf)
+            .map_err(|e| DumpError::bad(line_no, format!("not a backup record: {e}")))?;
+        if let Item::End(trailer) = &item {
+            if hex(&self.hash.clone().finalize()) != trailer.sha256 {
+                return Err(DumpError::Checksum);
+            }
+            if trailer.counts != self.counts {
+                return Err(DumpError::bad(
+                    line_no,
+                    format!(
+                        "the trailer counts {} but the file holds {}",
+                        trailer.counts, self.counts
+                    ),
+                ));
+            }
+            self.buf.clear();
+            if self.input.read_until(b'\n', &mut self.buf)? != 0 {
+                return Err(DumpError::bad(line_no + 1, "data after the trailer"));
+            }
+            self.ended = true;
+            return Ok(None);
+        }
+        self.hash.update(&self.buf);
+        check(&item, &self.header, &mut self.seen)
+            .map_err(|reason| DumpError::bad(line_no, reason))?;
+        match &item {
+            Item::User(_) => self.counts.users += 1,
+            Item::Token(_) => self.counts.tokens += 1,
+            Item::Mail(_) => self.counts.mail += 1,
+            Item::Event(_) => self.counts.events += 1,
+            Item::End(_) => {}
+        }
+        Ok(Some(item))
+    }
+
+    /// What the file held, once [`Reader::next`] has given `None`.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            header: self.header.clone(),
+            counts: self.counts,
+            queued_mail: self.seen.queued_mail,
+        }
+    }
+}
+
 /// Reads a backup, checking it line by line; calls `visit` with each record in file order.
-/// Nothing is promised about what `visit` saw when it returns an error: a restore writes
-/// into a place it discards on failure, or verifies first with a `visit` that does nothing.
+/// See [`Reader`] for what an error means for what `visit` saw.
 pub fn read(
     path: &Path,
     mut visit: impl FnMut(&Item) -> Result<(), DumpError>,
 ) -> Result<Summary, DumpError> {
-    let file = std::fs::File::open(path)?;
-    let mut input = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut hash = Sha256::new();
-    let mut buf = Vec::new();
-    let mut line_no = 0u64;
-    // The header.
-    if input.read_until(b'\n', &mut buf)? == 0 {
-        return Err(DumpError::NotABackup("the file is empty".into()));
-    }
-    line_no += 1;
-    let header = parse_header(&buf)?;
-    hash.update(&buf);
-    let mut seen = Seen::default();
-    let mut counts = Counts::default();
-    loop {
-        buf.clear();
-        if input.read_until(b'\n', &mut buf)? == 0 || buf.last() != Some(&b'\n') {
-            return Err(DumpError::Truncated(line_no));
-        }
-        line_no += 1;
-        let item: Item = serde_json::from_slice(&buf)
-            .map_err(|e| DumpError::bad(line_no, format!("not a backup record: {e}")))?;
-        if let Item::End(trailer) = &item {
-            if hex(&hash.clone().finalize()) != trailer.sha256 {
-                return Err(DumpError::Checksum);
-            }
-            if trailer.counts != counts {
-                return Err(DumpError::bad(
-                    line_no,
-                    format!(
-                        "the trailer counts {} but the file holds {counts}",
-                        trailer.counts
-                    ),
-                ));
-            }
-            buf.clear();
-            if input.read_until(b'\n', &mut buf)? != 0 {
-                return Err(DumpError::bad(line_no + 1, "data after the trailer"));
-            }
-            return Ok(Summary {
-                header,
-                counts,
-                queued_mail: seen.queued_mail,
-            });
-        }
-        hash.update(&buf);
-        check(&item, &header, &mut seen).map_err(|reason| DumpError::bad(line_no, reason))?;
-        match &item {
-            Item::User(_) => counts.users += 1,
-            Item::Token(_) => counts.tokens += 1,
-            Item::Mail(_) => counts.mail += 1,
-            Item::Event(_) => counts.events += 1,
-            Item::End(_) => {}
-        }
+    let mut reader = Reader::open(path)?;
+    while let Some(item) = reader.next()? {
         visit(&item)?;
     }
+    Ok(reader.summary())
 }
 
 /// Checks a file without restoring it.

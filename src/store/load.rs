@@ -1,13 +1,16 @@
-//! Restoring a backup into a new sled data directory, with the daemon stopped. The file is
-//! checked whole before anything is written, the database is built beside the target and
-//! renamed into place last, so a refused or failed restore changes nothing.
+//! Restoring a backup into a new sled data directory, and copying a store to PostgreSQL,
+//! with the daemons stopped. The file is checked whole before anything is written; a sled
+//! database is built beside the target and renamed into place last, so a refused or failed
+//! restore changes nothing; a copy to PostgreSQL replaces rows by their keys, so running it
+//! again after a failure finishes it.
 
 use std::path::{Path, PathBuf};
 
 use super::dump::{self, Counts, DumpError};
+use super::postgres::PgStore;
 use super::seal::Sealer;
-use super::sled::SledLoader;
-use super::{StoreConfig, StoreError};
+use super::sled::{SledLoader, SledStore};
+use super::{Handle, Store, StoreConfig, StoreError};
 
 /// Why a restore or a copy did not happen. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -81,29 +84,7 @@ pub fn restore_sled(
             }
         }
     }
-    let with_mail = summary.counts.mail > 0 && !options.drop_mail;
-    let key_check = if with_mail {
-        let (sealer, key_path) = Sealer::load_existing(config)?;
-        let Some(sealer) = sealer else {
-            return Err(LoadError::Refused(format!(
-                "the backup holds {} messages sealed under an outbox key, and there is no key at {}: copy the key file of the store the backup came from there, or pass --drop-mail to restore without the queued mail",
-                summary.counts.mail,
-                key_path.display()
-            )));
-        };
-        let check = summary.header.key_check();
-        if let Some(check) = &check {
-            if !sealer.opens_check(check) {
-                return Err(LoadError::Refused(format!(
-                    "the outbox key at {} is not the one the backup's mail was sealed under: use the key file of the store the backup came from, or pass --drop-mail to restore without the queued mail",
-                    key_path.display()
-                )));
-            }
-        }
-        check
-    } else {
-        None
-    };
+    let (with_mail, key_check) = mail_key(config, &summary, options)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         LoadError::Refused(format!("cannot create {}: {e}", config.data_dir.display()))
     })?;
@@ -179,4 +160,216 @@ fn sync_dir(dir: &Path) -> Result<(), LoadError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| LoadError::Refused(format!("cannot sync {}: {e}", dir.display())))
+}
+
+/// Whether the mail goes along, and the key check to record with it: the key `config` names
+/// must be the one the backup's mail was sealed under, or `drop_mail` given.
+fn mail_key(
+    config: &StoreConfig,
+    summary: &dump::Summary,
+    options: RestoreOptions,
+) -> Result<(bool, Option<Vec<u8>>), LoadError> {
+    if summary.counts.mail == 0 || options.drop_mail {
+        return Ok((false, None));
+    }
+    let (sealer, key_path) = Sealer::load_existing(config)?;
+    let Some(sealer) = sealer else {
+        return Err(LoadError::Refused(format!(
+            "the backup holds {} messages sealed under an outbox key, and there is no key at {}: copy the key file of the store the backup came from there, or pass --drop-mail to restore without the queued mail",
+            summary.counts.mail,
+            key_path.display()
+        )));
+    };
+    let check = summary.header.key_check();
+    if let Some(check) = &check {
+        if !sealer.opens_check(check) {
+            return Err(LoadError::Refused(format!(
+                "the outbox key at {} is not the one the backup's mail was sealed under: use the key file of the store the backup came from, or pass --drop-mail to restore without the queued mail",
+                key_path.display()
+            )));
+        }
+    }
+    Ok((true, check))
+}
+
+/// Where `copy-store` reads from or writes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The sled store in this data directory.
+    Sled(PathBuf),
+    /// A backup file (a source only).
+    Backup(PathBuf),
+    /// The PostgreSQL of `[store.postgres]` (a target only).
+    Postgres,
+}
+
+impl std::str::FromStr for Place {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Place, String> {
+        match text.split_once(':') {
+            Some(("sled", dir)) if !dir.is_empty() => Ok(Place::Sled(dir.into())),
+            Some(("backup", file)) if !file.is_empty() => Ok(Place::Backup(file.into())),
+            None if text == "postgres" => Ok(Place::Postgres),
+            _ => Err(format!(
+                "{text:?} is not sled:DIR, backup:FILE or postgres (whose connection is [store.postgres])"
+            )),
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Clone, Debug)]
+pub struct Copied {
+    /// The records the source held (less the mail left out).
+    pub source: Counts,
+    /// The records the target holds after the copy.
+    pub target: Counts,
+    /// Messages left out (`drop_mail`).
+    pub mail_dropped: u64,
+}
+
+/// Copies every record from `from` to `to`, with the daemons of both stopped. `config`
+/// names the outbox key (which must open the mail copied) and, for PostgreSQL, the server.
+/// The counts of both sides are compared at the end.
+pub async fn copy_store(
+    from: &Place,
+    to: &Place,
+    config: &StoreConfig,
+    options: RestoreOptions,
+) -> Result<Copied, LoadError> {
+    let (file, temporary) = match from {
+        Place::Backup(file) => (file.clone(), false),
+        Place::Sled(dir) => (backup_offline(dir, config.cache_bytes).await?, true),
+        Place::Postgres => {
+            return Err(LoadError::Refused(
+                "copy-store reads from sled:DIR or backup:FILE; a PostgreSQL store is backed up and moved with pg_dump".into(),
+            ))
+        }
+    };
+    let copied = copy_file(&file, to, config, options).await;
+    if temporary {
+        let _ = std::fs::remove_file(&file);
+    }
+    copied
+}
+
+/// Writes a backup of the (stopped) sled store in `dir` to a file beside it.
+async fn backup_offline(dir: &Path, cache_bytes: u64) -> Result<PathBuf, LoadError> {
+    if !dir.join("db").exists() {
+        return Err(LoadError::Refused(format!(
+            "there is no sled store in {}",
+            dir.display()
+        )));
+    }
+    let source = SledStore::open(dir, cache_bytes, Sealer::ephemeral()).map_err(|e| {
+        LoadError::Refused(format!(
+            "cannot open the store in {} (is latchkeyd running on it? stop it first): {e}",
+            dir.display()
+        ))
+    })?;
+    let store = Store {
+        backend: Handle::Sled(source),
+    };
+    let path = dir.join("copy-store.backup");
+    let write = async {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| LoadError::Refused(format!("cannot create {}: {e}", path.display())))?;
+        let mut backup = store.begin_backup().await?;
+        while let Some(bytes) = backup.next_bytes(1 << 20).await? {
+            out.write_all(&bytes)
+                .map_err(|e| LoadError::Refused(format!("cannot write {}: {e}", path.display())))?;
+        }
+        out.sync_all()
+            .map_err(|e| LoadError::Refused(format!("cannot sync {}: {e}", path.display())))?;
+        Ok::<_, LoadError>(())
+    };
+    match write.await {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// Copies the records of a backup file to `to`.
+async fn copy_file(
+    file: &Path,
+    to: &Place,
+    config: &StoreConfig,
+    options: RestoreOptions,
+) -> Result<Copied, LoadError> {
+    match to {
+        Place::Sled(dir) => {
+            let config = StoreConfig {
+                data_dir: dir.clone(),
+                ..config.clone()
+            };
+            let restored = restore_sled(file, &config, options)?;
+            Ok(Copied {
+                source: restored.counts,
+                target: restored.counts,
+                mail_dropped: restored.mail_dropped,
+            })
+        }
+        Place::Postgres => copy_to_postgres(file, config, options).await,
+        Place::Backup(_) => Err(LoadError::Refused(
+            "copy-store writes to postgres or sled:DIR; to write a backup file, use latchkey backup".into(),
+        )),
+    }
+}
+
+/// Records per transaction when copying to PostgreSQL.
+const BATCH: usize = 1000;
+
+async fn copy_to_postgres(
+    file: &Path,
+    config: &StoreConfig,
+    options: RestoreOptions,
+) -> Result<Copied, LoadError> {
+    let summary = dump::verify(file)?;
+    let (with_mail, key_check) = mail_key(config, &summary, options)?;
+    let sealer = Sealer::load(config)?;
+    let target = PgStore::open(&config.postgres, sealer).await?;
+    let mut reader = dump::Reader::open(file)?;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut tokens = Vec::new();
+    while let Some(item) = reader.next()? {
+        match item {
+            dump::Item::Token(token) => tokens.push(token),
+            dump::Item::Mail(_) if !with_mail => {}
+            item => batch.push(item),
+        }
+        if batch.len() == BATCH {
+            target.load(&batch).await?;
+            batch.clear();
+        }
+    }
+    target.load(&batch).await?;
+    target.load_tokens(&tokens).await?;
+    target
+        .finish_load(summary.header.next_id, key_check.as_deref())
+        .await?;
+    let mut source = summary.counts;
+    let mail_dropped = if with_mail { 0 } else { source.mail };
+    source.mail -= mail_dropped;
+    let counted = target.load_counts().await?;
+    target.close().await;
+    if counted != source {
+        return Err(LoadError::Refused(format!(
+            "every record was copied, but the target holds {counted} where the source held {source}: it held other records before the copy"
+        )));
+    }
+    Ok(Copied {
+        source,
+        target: counted,
+        mail_dropped,
+    })
 }

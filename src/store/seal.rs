@@ -51,6 +51,17 @@ impl Sealer {
         Sealer::load_or_create(&path)
     }
 
+    /// A sealer under a random key that is never stored: for reading a store whose mail is
+    /// copied sealed and never opened (`copy-store`).
+    pub(super) fn ephemeral() -> Sealer {
+        let key = crate::random::bytes::<32>();
+        let cipher = XChaCha20Poly1305::new((&key).into());
+        Sealer {
+            cipher,
+            digest_key: [0; 32],
+        }
+    }
+
     /// The key `config` names if it exists, without creating one: for a restore, which must
     /// not invent a key for mail sealed under another. Returns where it looked too.
     pub(super) fn load_existing(

@@ -65,6 +65,25 @@ fn lines(file: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A support link for `ada` (its token), a reset mail for bob queued, and then the event
+/// log and the ids of the queued mail.
+async fn links_and_mail(
+    client: &latchkey_client::Client,
+    ada: u64,
+) -> (String, Vec<latchkey_client::Event>, Vec<u64>) {
+    let link = client
+        .admin_reset_link(UserRef::Id(ada), None)
+        .await
+        .expect("a reset link");
+    let token = link.link.rsplit('=').next().expect("a token").to_owned();
+    client
+        .request_password_reset("bob@example.com", None, None)
+        .await
+        .expect("a reset, queued");
+    let events = client.events(0, 1000).await.expect("events");
+    (token, events, mail_ids(client).await)
+}
+
 /// The ids of the messages in the outbox.
 async fn mail_ids(client: &latchkey_client::Client) -> Vec<u64> {
     let mail = client.outbox_list(0, 1000).await.expect("outbox");
@@ -104,17 +123,7 @@ async fn a_backup_of_a_serving_daemon_restores_with_the_same_logins_tokens_event
         .set_status(cy.id, UserStatus::Disabled)
         .await
         .expect("disable cy");
-    let link = client
-        .admin_reset_link(UserRef::Id(ada.id), None)
-        .await
-        .expect("a reset link");
-    let token = link.link.rsplit('=').next().expect("a token").to_owned();
-    client
-        .request_password_reset("bob@example.com", None, None)
-        .await
-        .expect("request a reset");
-    let events = client.events(0, 1000).await.expect("events");
-    let mail = mail_ids(&client).await;
+    let (token, events, mail) = links_and_mail(&client, ada.id).await;
     assert_eq!(mail.len(), 2, "bob's reset and his password notice wait");
 
     let file = source.dir().join("store.backup");
@@ -439,4 +448,84 @@ async fn every_bad_file_and_every_unsafe_target_is_refused_and_changes_nothing()
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with("db.replaced-"));
     assert!(kept, "the replaced store is kept");
+}
+
+#[tokio::test]
+async fn copy_store_moves_a_sled_store_to_postgres_where_every_host_serves_it() {
+    let mut source = queued_mail().start().await;
+    let client = source.client().await;
+    let ada = client
+        .create_user(new_user("ada@example.com", "ada's long password"))
+        .await
+        .expect("create ada");
+    client
+        .create_user(new_user("bob@example.com", PASSWORD))
+        .await
+        .expect("create bob");
+    let (token, events, mail) = links_and_mail(&client, ada.id).await;
+    source.terminate().await;
+
+    // The cut-over: the sled daemon stopped, its store copied to a fresh database, the
+    // outbox key given to every host.
+    let target = Setup::postgres().toml(&format!(
+        "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        free_port()
+    ));
+    copy_key(&source, &target);
+    let config = target.write_config();
+    let from = format!("sled:{}", source.data_dir().to_str().expect("utf-8 path"));
+    let copy = |config: PathBuf, from: String| async move {
+        let args = [
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "copy-store",
+            "--from",
+            &from,
+            "--to",
+            "postgres",
+        ];
+        run(bin::latchkeyd(), &args, None).await
+    };
+    copy(config.clone(), from.clone())
+        .await
+        .assert_success()
+        .assert_stdout_contains("copied 2 users, 2 tokens, 1 messages, 4 events");
+    // Again: the same database, the same counts.
+    copy(config.clone(), from.clone())
+        .await
+        .assert_success()
+        .assert_stdout_contains("the target holds 2 users, 2 tokens, 1 messages, 4 events");
+
+    let a = target.start().await;
+    let b = Setup::another_host(&a).start().await;
+    let (on_a, on_b) = (a.client().await, b.client().await);
+    on_b.verify_password("ada@example.com", "ada's long password", None)
+        .await
+        .expect("ada logs in on host B");
+    assert_eq!(on_a.events(0, 1000).await.expect("events"), events);
+    assert_eq!(mail_ids(&on_b).await, mail);
+    let check = on_b.check_reset_token(&token, None).await.expect("check");
+    assert_eq!(check.state, TokenState::Valid);
+    on_a.complete_password_reset(&token, "ada's new password", None, None)
+        .await
+        .expect("the copied token completes on host A");
+    on_b.verify_password("ada@example.com", "ada's new password", None)
+        .await
+        .expect("and the new password works on B");
+    let carl = on_b
+        .create_user(new_user("carl@example.com", PASSWORD))
+        .await
+        .expect("a new account");
+    assert!(carl.id > mail.iter().copied().max().unwrap_or(0));
+    let highest = events.iter().map(|e| e.seq).max().unwrap_or(0);
+    let later = on_a
+        .events(highest, 1000)
+        .await
+        .expect("events after the copy");
+    assert!(!later.is_empty() && later.iter().all(|e| e.seq > highest));
+    // A copy over a database that holds other records says so.
+    copy(config, from)
+        .await
+        .assert_code(1)
+        .assert_stderr_contains("held other records");
 }

@@ -18,7 +18,7 @@ use super::{int, lock, sql, uint, PgStore, TxError};
 use crate::store::StoreError;
 
 /// The name an event kind is stored under (its name in the API).
-fn kind_name(kind: EventKind) -> Result<String, StoreError> {
+pub(super) fn kind_name(kind: EventKind) -> Result<String, StoreError> {
     match serde_json::to_value(kind) {
         Ok(serde_json::Value::String(name)) => Ok(name),
         _ => Err(StoreError::Corrupt {

@@ -101,6 +101,7 @@ macro_rules! transact {
 mod connect;
 mod events;
 mod limits;
+mod load;
 mod outbox;
 mod schema;
 mod tokens;
