@@ -6,7 +6,9 @@
 //! - `store`: one interface (`store/mod.rs`) over two backends, the embedded `store/sled/`
 //!   (group commit for durability; key encodings in `store/sled/keys.rs`) and the shared
 //!   `store/postgres/` (migrations in `store/postgres/migrations/`); the records both keep in
-//!   `store/records.rs`; the `[store]` settings.
+//!   `store/records.rs`; the `[store]` settings. The backup file format is `store/dump.rs`,
+//!   the online snapshot of sled `store/sled/backup.rs`, restore and `copy-store`
+//!   `store/load.rs` (with `store/sled/load.rs` and `store/postgres/load.rs`).
 //! - `tokens`: the reset token format (selector and verifier).
 //! - `passwords`: the password policy and argon2id hashing on dedicated threads;
 //!   `[passwords]`.
@@ -17,7 +19,7 @@
 //! - `metrics`: call counts and latencies, and the levels read at each scrape.
 //! - `service`: the RPC methods (the [`latchkey_client::Latchkey`] trait): a dispatch table
 //!   in `service/mod.rs`, the flows in `accounts`, `login`, `reset` (where a token is minted,
-//!   checked and consumed), `outbox`, `events`, `status`; `[reset]`.
+//!   checked and consumed), `outbox`, `events`, `status`, `backup`; `[reset]`.
 //! - `maintenance`: background sweeps (expired tokens, old events, idle limiter keys);
 //!   `[events]`.
 //! - `server`: the socket, peer credentials and roles, connection limits, graceful shutdown;

@@ -521,7 +521,7 @@ impl Store {
                 Ok(Backup::new(BackupSource::Sled(Some(backup)), header))
             }
             Handle::Postgres(_) => Err(StoreError::Backup(
-                "online backup of PostgreSQL is the database's own (pg_dump)".into(),
+                "latchkey backup reads the embedded sled store; a PostgreSQL store is backed up by the database's own tools (pg_dump, base backups), with the outbox key kept beside".into(),
             )),
         }
     }

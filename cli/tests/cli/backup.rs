@@ -523,6 +523,13 @@ async fn copy_store_moves_a_sled_store_to_postgres_where_every_host_serves_it() 
         .await
         .expect("events after the copy");
     assert!(!later.is_empty() && later.iter().all(|e| e.seq > highest));
+    // On PostgreSQL the backup is the database's own, and the CLI says so.
+    let file = a.dir().join("pg.backup");
+    a.cli(&["backup", file.to_str().expect("utf-8 path")], None)
+        .await
+        .assert_code(1)
+        .assert_stderr_contains("pg_dump");
+    assert!(!file.exists());
     // A copy over a database that holds other records says so.
     copy(config, from)
         .await
