@@ -242,7 +242,7 @@ pub async fn copy_store(
         Place::Sled(dir) => (backup_offline(dir, config.cache_bytes).await?, true),
         Place::Postgres => {
             return Err(LoadError::Refused(
-                "copy-store reads from sled:DIR or backup:FILE; a PostgreSQL store is backed up and moved with pg_dump".into(),
+                "copy-store reads from sled:DIR or backup:FILE; to move a PostgreSQL store, write a file with latchkey backup against one of its daemons and copy or restore that".into(),
             ))
         }
     };

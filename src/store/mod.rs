@@ -30,7 +30,7 @@ pub use records::{
     OutboxRecord, OutboxState, Probe, ProbeCell, SharedLimit, TokenRecord, TokenState, UserRecord,
 };
 
-use self::postgres::PgStore;
+use self::postgres::{PgBackup, PgStore};
 use self::sled::{SledBackup, SledStore};
 
 /// What can go wrong in the store.
@@ -509,6 +509,8 @@ pub struct Backup {
 enum BackupSource {
     /// sled's; `None` only while a page is being read off the async threads.
     Sled(Option<SledBackup>),
+    /// PostgreSQL's: a snapshot on a connection of its own.
+    Postgres(Box<PgBackup>),
 }
 
 impl Store {
@@ -520,9 +522,15 @@ impl Store {
                 let header = dump::Header::new("sled", backup.next_id, backup.key_check.as_deref());
                 Ok(Backup::new(BackupSource::Sled(Some(backup)), header))
             }
-            Handle::Postgres(_) => Err(StoreError::Backup(
-                "latchkey backup reads the embedded sled store; a PostgreSQL store is backed up by the database's own tools (pg_dump, base backups), with the outbox key kept beside".into(),
-            )),
+            Handle::Postgres(p) => {
+                let backup = p.begin_backup().await?;
+                let header =
+                    dump::Header::new("postgres", backup.next_id, backup.key_check.as_deref());
+                Ok(Backup::new(
+                    BackupSource::Postgres(Box::new(backup)),
+                    header,
+                ))
+            }
         }
     }
 }
@@ -606,6 +614,7 @@ impl Backup {
                 *slot = Some(backup);
                 page
             }
+            BackupSource::Postgres(backup) => backup.next_page().await,
         }
     }
 }

@@ -13,9 +13,9 @@ use latchkey_test_support::{bin, free_port, new_user, run, Daemon, Run, Setup};
 
 use crate::PASSWORD;
 
-/// sled with mail to a port where nothing listens, so a requested reset stays queued.
-fn queued_mail() -> Setup {
-    Setup::sled().toml(&format!(
+/// `base` with mail to a port where nothing listens, so a requested reset stays queued.
+fn queued_mail(base: Setup) -> Setup {
+    base.toml(&format!(
         "[mail]\ntransport = \"smtp\"\nmax_attempts = 50\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\n",
         free_port()
     ))
@@ -101,7 +101,8 @@ fn copy_key(from: &Daemon, to: &Setup) {
 
 #[tokio::test]
 async fn a_backup_of_a_serving_daemon_restores_with_the_same_logins_tokens_events_and_mail() {
-    let source = queued_mail().start().await;
+    // On the backend under test (LK_TEST_BACKEND); the restore is into sled.
+    let source = queued_mail(Setup::new()).start().await;
     let client = source.client().await;
     let ada = client
         .create_user(new_user("ada@example.com", "ada's long password"))
@@ -155,7 +156,7 @@ async fn a_backup_of_a_serving_daemon_restores_with_the_same_logins_tokens_event
     assert_eq!(mode & 0o077, 0, "the backup is readable by its owner only");
 
     // A fresh directory with the source's outbox key.
-    let target = queued_mail();
+    let target = queued_mail(Setup::sled());
     copy_key(&source, &target);
     let restored = restore(&target, &file, &[]).await;
     restored
@@ -206,7 +207,7 @@ async fn a_backup_of_a_serving_daemon_restores_with_the_same_logins_tokens_event
 
 #[tokio::test]
 async fn a_backup_under_writers_holds_every_write_acknowledged_before_it_and_none_half_done() {
-    let source = Setup::sled().start().await;
+    let source = Setup::new().start().await;
     let client = source.client().await;
     let changed = client
         .create_user(new_user("changed@example.com", PASSWORD))
@@ -338,7 +339,7 @@ async fn a_backup_under_writers_holds_every_write_acknowledged_before_it_and_non
 
 #[tokio::test]
 async fn every_bad_file_and_every_unsafe_target_is_refused_and_changes_nothing() {
-    let mut source = queued_mail().start().await;
+    let mut source = queued_mail(Setup::sled()).start().await;
     let client = source.client().await;
     client
         .create_user(new_user("ada@example.com", PASSWORD))
@@ -452,7 +453,7 @@ async fn every_bad_file_and_every_unsafe_target_is_refused_and_changes_nothing()
 
 #[tokio::test]
 async fn copy_store_moves_a_sled_store_to_postgres_where_every_host_serves_it() {
-    let mut source = queued_mail().start().await;
+    let mut source = queued_mail(Setup::sled()).start().await;
     let client = source.client().await;
     let ada = client
         .create_user(new_user("ada@example.com", "ada's long password"))
@@ -523,13 +524,34 @@ async fn copy_store_moves_a_sled_store_to_postgres_where_every_host_serves_it() 
         .await
         .expect("events after the copy");
     assert!(!later.is_empty() && later.iter().all(|e| e.seq > highest));
-    // On PostgreSQL the backup is the database's own, and the CLI says so.
+    // And back: a backup of the shared store, taken while host B writes, restores into sled.
+    let writer = tokio::spawn(async move {
+        for n in 0..20 {
+            let email = format!("during-{n}@example.com");
+            on_b.create_user(new_user(&email, PASSWORD))
+                .await
+                .expect("a write during the backup");
+        }
+    });
     let file = a.dir().join("pg.backup");
-    a.cli(&["backup", file.to_str().expect("utf-8 path")], None)
+    let file_arg = file.to_str().expect("utf-8 path");
+    a.cli(&["backup", file_arg], None)
         .await
-        .assert_code(1)
-        .assert_stderr_contains("pg_dump");
-    assert!(!file.exists());
+        .assert_success()
+        .assert_stdout_contains("from postgres");
+    writer.await.expect("writer");
+    a.cli(&["backup", "--verify", file_arg], None)
+        .await
+        .assert_success();
+    let back = Setup::sled();
+    copy_key(&source, &back);
+    restore(&back, &file, &[]).await.assert_success();
+    let back = back.start().await;
+    back.client()
+        .await
+        .verify_password("ada@example.com", "ada's new password", None)
+        .await
+        .expect("the account, back on sled");
     // A copy over a database that holds other records says so.
     copy(config, from)
         .await

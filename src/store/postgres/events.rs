@@ -17,6 +17,29 @@ use super::super::records::{EventRecord, NewEvent};
 use super::{int, lock, sql, uint, PgStore, TxError};
 use crate::store::StoreError;
 
+/// The columns of an event, in the order [`event_from`] reads them.
+pub(super) const EVENT_COLUMNS: &str = "seq, at, kind, user_id, client_ip";
+
+/// An event from a row of [`EVENT_COLUMNS`] (its `seq` set).
+pub(super) fn event_from(row: &tokio_postgres::Row) -> Result<EventRecord, StoreError> {
+    let kind: &str = row.get(2);
+    Ok(Event {
+        seq: uint("latchkey_events", row.get(0))?,
+        at: uint("latchkey_events", row.get(1))?,
+        kind: serde_json::from_value(serde_json::Value::String(kind.to_owned())).map_err(|_| {
+            StoreError::Corrupt {
+                tree: "latchkey_events",
+                reason: format!("unknown event kind {kind:?}"),
+            }
+        })?,
+        user_id: row
+            .get::<_, Option<i64>>(3)
+            .map(|v| uint("latchkey_events", v))
+            .transpose()?,
+        client_ip: row.get(4),
+    })
+}
+
 /// The name an event kind is stored under (its name in the API).
 pub(super) fn kind_name(kind: EventKind) -> Result<String, StoreError> {
     match serde_json::to_value(kind) {
@@ -129,25 +152,7 @@ impl PgStore {
             .query(&statement, &[&int(after), &limit])
             .await
             .map_err(sql)?;
-        rows.iter()
-            .map(|row| {
-                let kind: &str = row.get(2);
-                Ok(Event {
-                    seq: uint("latchkey_events", row.get(0))?,
-                    at: uint("latchkey_events", row.get(1))?,
-                    kind: serde_json::from_value(serde_json::Value::String(kind.to_owned()))
-                        .map_err(|_| StoreError::Corrupt {
-                            tree: "latchkey_events",
-                            reason: format!("unknown event kind {kind:?}"),
-                        })?,
-                    user_id: row
-                        .get::<_, Option<i64>>(3)
-                        .map(|v| uint("latchkey_events", v))
-                        .transpose()?,
-                    client_ip: row.get(4),
-                })
-            })
-            .collect()
+        rows.iter().map(event_from).collect()
     }
 
     /// See [`crate::store::Store::trim_events`]: walks the oldest numbered events in order and

@@ -20,6 +20,8 @@ use tokio_postgres::error::SqlState;
 use super::seal::Sealer;
 use super::{Levels, PostgresConfig, Probe, StoreError};
 
+pub(super) use self::backup::PgBackup;
+
 /// Advisory lock keys, one per job that must run on one host at a time.
 mod lock {
     /// Applying migrations.
@@ -98,6 +100,7 @@ macro_rules! transact {
 }
 
 // After the macro: a macro is visible only in what follows it.
+mod backup;
 mod connect;
 mod events;
 mod limits;

@@ -11,14 +11,15 @@ use super::{int, sql, uint, PgStore, TxError};
 use crate::store::StoreError;
 
 /// The columns of a message, in the order [`record_from`] reads them.
-const COLUMNS: &str = "id, created_at, attempts, next_attempt_ms, state, last_error, payload";
+pub(super) const COLUMNS: &str =
+    "id, created_at, attempts, next_attempt_ms, state, last_error, payload";
 
 /// How far past the first due messages a claim looks for the next wake-up time, past messages
 /// leased by other hosts.
 const LOOKAHEAD: i64 = 1000;
 
 /// A message record from a row of [`COLUMNS`].
-fn record_from(row: &Row) -> Result<OutboxRecord, StoreError> {
+pub(super) fn record_from(row: &Row) -> Result<OutboxRecord, StoreError> {
     let n = |i: usize| uint("latchkey_outbox", row.get(i));
     let state: &str = row.get(4);
     Ok(OutboxRecord {

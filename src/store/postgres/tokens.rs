@@ -14,11 +14,11 @@ use crate::store::StoreError;
 const DECOY_SLOTS: u32 = 64;
 
 /// The columns of a token, in the order [`token_from`] reads them.
-const TOKEN_COLUMNS: &str =
+pub(super) const TOKEN_COLUMNS: &str =
     "user_id, verifier_hash, credential_epoch, issued_at, expires_at, used_at, purge_at";
 
 /// A token from a row of [`TOKEN_COLUMNS`] starting at column `at`.
-fn token_from(row: &Row, at: usize) -> Result<TokenRecord, StoreError> {
+pub(super) fn token_from(row: &Row, at: usize) -> Result<TokenRecord, StoreError> {
     let n = |i: usize| uint("latchkey_tokens", row.get(at + i));
     let hash: &[u8] = row.get(at + 1);
     let verifier_hash = <[u8; 32]>::try_from(hash).map_err(|_| StoreError::Corrupt {
