@@ -8,8 +8,7 @@
 //!   `store/postgres/` (migrations in `store/postgres/migrations/`); the records both keep in
 //!   `store/records.rs`; the `[store]` settings. The backup file format is `store/dump.rs`,
 //!   the online snapshots `store/sled/backup.rs` and `store/postgres/backup.rs`, restore and
-//!   `copy-store`
-//!   `store/load.rs` (with `store/sled/load.rs` and `store/postgres/load.rs`).
+//!   `copy-store` `store/load.rs` (with `store/sled/load.rs` and `store/postgres/load.rs`).
 //! - `tokens`: the reset token format (selector and verifier).
 //! - `passwords`: the password policy and argon2id hashing on dedicated threads;
 //!   `[passwords]`.

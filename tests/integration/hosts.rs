@@ -771,22 +771,25 @@ async fn token_sweeps_and_event_trimming_work_on_the_shared_database() {
     let (a, b) = two_hosts(upkeep).await;
     let (ca, cb) = (a.client().await, b.client().await);
     let database = a.database().expect("on PostgreSQL").to_owned();
+    // Accounts first (each costs a hash), then their one-second links in a quick run; the
+    // links expire and are swept while the next steps run, so their number is not counted
+    // here: each link answered is a stored token.
+    let mut ids = Vec::new();
     for i in 0..6 {
         let client = if i % 2 == 0 { &ca } else { &cb };
-        let id = client
+        let user = client
             .create_user(new_user(&format!("sweep{i}@example.com"), PASSWORD))
             .await
-            .expect("create_user")
-            .id;
+            .expect("create_user");
+        ids.push(user.id);
+    }
+    for (i, id) in ids.into_iter().enumerate() {
+        let client = if i % 2 == 0 { &ca } else { &cb };
         client
             .admin_reset_link(UserRef::Id(id), Some(1))
             .await
             .expect("admin_reset_link");
     }
-    assert_eq!(
-        cluster().psql(&database, "SELECT count(*) FROM latchkey_tokens"),
-        "6"
-    );
     // Both hosts sweep every second; one at a time takes the work (an advisory lock).
     let mut left = (String::new(), String::new());
     for _ in 0..50 {
