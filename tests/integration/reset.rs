@@ -483,6 +483,8 @@ async fn admin_only_reset_methods_are_refused_to_apps() {
     assert_api_error(client.list_users(0, 10).await, ApiError::Forbidden);
     assert_api_error(client.import_users(Vec::new()).await, ApiError::Forbidden);
     assert_api_error(client.export_users(0, 10).await, ApiError::Forbidden);
+    assert_api_error(client.backup_read(None).await, ApiError::Forbidden);
+    assert_api_error(client.backup_cancel(1).await, ApiError::Forbidden);
     assert_api_error(client.metrics().await, ApiError::Forbidden);
     assert_api_error(
         client.set_password(id, NEW_PASSWORD).await,

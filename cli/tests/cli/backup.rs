@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use latchkey_client::{TokenState, UserRef, UserStatus};
 use latchkey_test_support::daemon::files_under;
-use latchkey_test_support::{bin, free_port, new_user, run, Daemon, Run, Setup};
+use latchkey_test_support::{bin, free_port, new_user, run, Daemon, Run, Setup, SmtpSink};
 
 use crate::PASSWORD;
 
 /// `base` with mail to a port where nothing listens, so a requested reset stays queued.
 fn queued_mail(base: Setup) -> Setup {
     base.toml(&format!(
-        "[mail]\ntransport = \"smtp\"\nmax_attempts = 50\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\n",
+        "[mail]\ntransport = \"smtp\"\nmax_attempts = 50\nbackoff_base_secs = 1\nbackoff_max_secs = 2\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\n",
         free_port()
     ))
 }
@@ -155,8 +155,12 @@ async fn a_backup_of_a_serving_daemon_restores_with_the_same_logins_tokens_event
     );
     assert_eq!(mode & 0o077, 0, "the backup is readable by its owner only");
 
-    // A fresh directory with the source's outbox key.
-    let target = queued_mail(Setup::sled());
+    // A fresh directory with the source's outbox key, and a mail server that takes mail.
+    let sink = SmtpSink::start(free_port()).await;
+    let target = Setup::sled().toml(&format!(
+        "[mail]\ntransport = \"smtp\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        sink.port()
+    ));
     copy_key(&source, &target);
     let restored = restore(&target, &file, &[]).await;
     restored
@@ -182,11 +186,18 @@ async fn a_backup_of_a_serving_daemon_restores_with_the_same_logins_tokens_event
         .expect("check the token");
     assert_eq!(check.state, TokenState::Valid, "ada's link still works");
     assert_eq!(other.events(0, 1000).await.expect("events"), events);
-    assert_eq!(
-        mail_ids(&other).await,
-        mail,
-        "the queued mail is there, readable"
-    );
+    // The queued mail opens under the restored key and goes out: bob's reset link works.
+    let delivered = sink.wait_for(mail.len()).await;
+    let prefix = "http://localhost:3000/reset-password?token=";
+    let reset = delivered
+        .iter()
+        .find(|m| m.text().contains(prefix))
+        .unwrap_or_else(|| panic!("no reset mail among {} delivered", delivered.len()));
+    let bob_token = reset.link_starting(prefix)[prefix.len()..].to_owned();
+    other
+        .complete_password_reset(&bob_token, "bob's reset password", None, None)
+        .await
+        .expect("bob's queued link works on the restored store");
     // New ids start above every restored one.
     let dee = other
         .create_user(new_user("dee@example.com", PASSWORD))
@@ -557,4 +568,58 @@ async fn copy_store_moves_a_sled_store_to_postgres_where_every_host_serves_it() 
         .await
         .assert_code(1)
         .assert_stderr_contains("held other records");
+}
+
+#[tokio::test]
+async fn one_backup_runs_at_a_time_until_it_ends_or_is_cancelled() {
+    let daemon = Setup::new().start().await;
+    let client = daemon.client().await;
+    let users = (0..300)
+        .map(|n| latchkey_client::ImportUser {
+            email: format!("many{n}@example.com"),
+            password_hash: "$2b$04$4ZsH1Ab2pPc6e3jgS9eGVe5B1yS3Hr0rJb3Eq2m7i3iWbQqkE0a8K".into(),
+            name: String::new(),
+            role: None,
+            status: None,
+            locale: None,
+            created_at: None,
+        })
+        .collect();
+    let outcomes = client.import_users(users).await.expect("import");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let first = client.backup_read(None).await.expect("a backup starts");
+    assert!(!first.last, "300 accounts take more than one chunk");
+    let refused = client.backup_read(None).await.expect_err("a second one");
+    assert!(
+        refused.to_string().contains("another backup is running"),
+        "{refused}"
+    );
+    let unknown = client
+        .backup_read(Some(first.session ^ 1))
+        .await
+        .expect_err("an unknown session");
+    assert!(unknown.to_string().contains("no such backup"), "{unknown}");
+    client
+        .backup_cancel(first.session)
+        .await
+        .expect("cancel it");
+    client
+        .backup_read(Some(first.session))
+        .await
+        .expect_err("a cancelled session is over");
+    // A new one runs to its end, and then another may start.
+    let mut session = None;
+    loop {
+        let chunk = client.backup_read(session).await.expect("a chunk");
+        if chunk.last {
+            break;
+        }
+        session = Some(chunk.session);
+    }
+    let again = client
+        .backup_read(None)
+        .await
+        .expect("after the end, a new one");
+    client.backup_cancel(again.session).await.expect("cancel");
+    daemon.wait_for_log("backup cancelled").await;
 }
