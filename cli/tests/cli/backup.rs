@@ -84,6 +84,15 @@ async fn links_and_mail(
     (token, events, mail_ids(client).await)
 }
 
+/// Polls `done` every 50 ms; fails the test after 60 s.
+async fn wait_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited 60 s in vain");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The ids of the messages in the outbox.
 async fn mail_ids(client: &latchkey_client::Client) -> Vec<u64> {
     let mail = client.outbox_list(0, 1000).await.expect("outbox");
@@ -262,14 +271,23 @@ async fn a_backup_under_writers_holds_every_write_acknowledged_before_it_and_non
             changes
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // Until the writers have some accounts in; then the backup; then until a create that
+    // began after it has been acknowledged.
+    wait_until(|| acked.lock().expect("lock").len() >= 6).await;
     let file = source.dir().join("busy.backup");
     let before = Instant::now();
     let written = source
         .cli(&["backup", file.to_str().expect("utf-8 path")], None)
         .await;
     let after = Instant::now();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_until(|| {
+        acked
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(_, started, _)| *started > after)
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.await.expect("writer");
