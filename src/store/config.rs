@@ -18,6 +18,10 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// sled's page cache size in bytes.
     pub cache_bytes: u64,
+    /// Most bytes an online backup of sled keeps of the records that change while it runs
+    /// (their values as they were when it began); a backup that needs more fails and can be
+    /// run again. About 0.5 KiB per changed record.
+    pub backup_saved_bytes: u64,
     /// The 32-byte key that seals queued mail (it holds reset links). Default
     /// `data_dir/outbox.key`, created on first start. On PostgreSQL every host must use the
     /// same key: copy it to each, or give it as a systemd credential.
@@ -35,6 +39,7 @@ impl Default for StoreConfig {
             backend: Backend::Sled,
             data_dir: PathBuf::from("latchkey-data"),
             cache_bytes: 64 * 1024 * 1024,
+            backup_saved_bytes: 128 * 1024 * 1024,
             outbox_key_file: None,
             outbox_key_credential: None,
             postgres: PostgresConfig::default(),
@@ -180,6 +185,12 @@ fn url_host(url: &str) -> Option<String> {
 impl StoreConfig {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), BadSetting> {
+        if self.backup_saved_bytes < 1024 * 1024 {
+            return Err(BadSetting::new(
+                "store.backup_saved_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
         if self.outbox_key_file.is_some() && self.outbox_key_credential.is_some() {
             return Err(BadSetting::new(
                 "store.outbox_key_file",

@@ -115,11 +115,11 @@ impl Store {
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let sealer = seal::Sealer::load(config)?;
         let backend = match config.backend {
-            Backend::Sled => Handle::Sled(SledStore::open(
-                &config.data_dir,
-                config.cache_bytes,
-                sealer,
-            )?),
+            Backend::Sled => {
+                let sled = SledStore::open(&config.data_dir, config.cache_bytes, sealer)?;
+                sled.set_backup_cap(config.backup_saved_bytes);
+                Handle::Sled(sled)
+            }
             Backend::Postgres => Handle::Postgres(PgStore::open(&config.postgres, sealer).await?),
         };
         let store = Store { backend };

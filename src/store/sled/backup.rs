@@ -26,9 +26,9 @@ use super::super::dump::{self, DumpMail, DumpToken, Item};
 use super::super::records::{EventRecord, OutboxRecord, TokenRecord, UserRecord};
 use super::{decode, SledStore, StoreError, OUTBOX_KEY_CHECK};
 
-/// Most bytes of before-images one backup keeps (keys, values and bookkeeping): some hundred
-/// thousand records changed while it runs.
-pub(super) const MAX_SAVED_BYTES: usize = 128 << 20;
+/// Most bytes of before-images one backup keeps (keys, values and bookkeeping) unless
+/// `store.backup_saved_bytes` says otherwise: a few hundred thousand changed records.
+pub(super) const MAX_SAVED_BYTES: u64 = 128 << 20;
 
 /// The trees a backup holds, in the order it reads them. The others (the email index, each
 /// user's token list, the schedules, the decoy) are rebuilt from these on restore.
@@ -75,20 +75,23 @@ struct Saved {
     /// Per tree: key → its value at the start (`None`: it did not exist).
     before: [BTreeMap<IVec, Option<IVec>>; 4],
     /// Bytes in `before`.
-    bytes: usize,
+    bytes: u64,
+    /// Most bytes `before` may hold.
+    cap: u64,
     /// Set when `before` outgrew [`MAX_SAVED_BYTES`]; the backup then fails.
     overflowed: bool,
 }
 
 impl Snapshot {
-    /// A snapshot at its start: nothing read, nothing saved.
-    fn new() -> Snapshot {
+    /// A snapshot at its start: nothing read, nothing saved, at most `cap` bytes to save.
+    fn new(cap: u64) -> Snapshot {
         let nothing = || Passed::Nothing;
         Snapshot {
             state: Mutex::new(Saved {
                 passed: [nothing(), nothing(), nothing(), nothing()],
                 before: Default::default(),
                 bytes: 0,
+                cap,
                 overflowed: false,
             }),
         }
@@ -111,8 +114,8 @@ impl Snapshot {
             return Ok(());
         }
         let value = current()?;
-        saved.bytes += key.len() + value.as_ref().map_or(0, |v| v.len()) + 64;
-        if saved.bytes > MAX_SAVED_BYTES {
+        saved.bytes += (key.len() + value.as_ref().map_or(0, |v| v.len()) + 64) as u64;
+        if saved.bytes > saved.cap {
             saved.overflowed = true;
             saved.before = Default::default();
             return Ok(());
@@ -141,7 +144,7 @@ impl Snapshot {
     fn take_saved(&self) -> Result<Vec<(Kind, IVec, IVec)>, StoreError> {
         let mut saved = self.state.lock().map_err(|_| poisoned())?;
         if saved.overflowed {
-            return Err(too_busy());
+            return Err(too_busy(saved.cap));
         }
         let before = std::mem::take(&mut saved.before);
         saved.bytes = 0;
@@ -155,8 +158,13 @@ impl Snapshot {
             .collect())
     }
 
-    fn overflowed(&self) -> bool {
-        self.state.lock().map_or(true, |s| s.overflowed)
+    /// The cap, if the saved values went over it.
+    fn overflowed(&self) -> Option<u64> {
+        match self.state.lock() {
+            Ok(s) if s.overflowed => Some(s.cap),
+            Ok(_) => None,
+            Err(_) => Some(0),
+        }
     }
 }
 
@@ -164,10 +172,10 @@ fn poisoned() -> StoreError {
     StoreError::Durability("backup lock poisoned".into())
 }
 
-fn too_busy() -> StoreError {
+fn too_busy(cap: u64) -> StoreError {
     StoreError::Backup(format!(
-        "more than {} MiB of records changed while the backup ran; run it again when the store is quieter",
-        MAX_SAVED_BYTES >> 20
+        "more than {} MiB of records changed while the backup ran (store.backup_saved_bytes); run it again when the store is quieter, or raise it",
+        cap >> 20
     ))
 }
 
@@ -193,9 +201,20 @@ impl Drop for SledBackup {
 }
 
 impl SledStore {
+    /// Sets `store.backup_saved_bytes`.
+    pub(in crate::store) fn set_backup_cap(&self, bytes: u64) {
+        self.inner
+            .backup_cap
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts a backup; `Backup` if one is running already.
     pub(in crate::store) fn begin_backup(&self) -> Result<SledBackup, StoreError> {
-        let snapshot = Arc::new(Snapshot::new());
+        let cap = self
+            .inner
+            .backup_cap
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let snapshot = Arc::new(Snapshot::new(cap));
         // Read before the transaction: a plain read inside one would wait for it for ever.
         let key_check = self
             .inner
@@ -275,8 +294,8 @@ impl SledBackup {
     }
 
     fn checked(&self, items: Vec<Item>) -> Result<Vec<Item>, StoreError> {
-        if self.snapshot.overflowed() {
-            return Err(too_busy());
+        if let Some(cap) = self.snapshot.overflowed() {
+            return Err(too_busy(cap));
         }
         Ok(items)
     }
@@ -476,14 +495,14 @@ mod tests {
 
     #[test]
     fn the_saved_values_are_bounded() {
-        let snapshot = Snapshot::new();
+        let snapshot = Snapshot::new(1000);
         if let Ok(mut saved) = snapshot.state.lock() {
-            saved.bytes = MAX_SAVED_BYTES - 100;
+            saved.bytes = 900;
         }
         let big = IVec::from(vec![0u8; 200]);
         let saved = snapshot.before_write(Kind::Users, b"k", || Ok(Some(big.clone())));
         assert!(saved.is_ok());
-        assert!(snapshot.overflowed());
+        assert_eq!(snapshot.overflowed(), Some(1000));
         assert!(matches!(snapshot.take_saved(), Err(StoreError::Backup(_))));
     }
 }

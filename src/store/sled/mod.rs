@@ -56,6 +56,8 @@ struct Inner {
     leases: Mutex<HashMap<u64, u64>>,
     /// The backup being read, if one is: writers save what they overwrite (`backup.rs`).
     snapshot: ArcSwapOption<Snapshot>,
+    /// `store.backup_saved_bytes`: most bytes a backup keeps of overwritten records.
+    backup_cap: std::sync::atomic::AtomicU64,
     /// Added to sled's id counter: a store restored from a backup starts its counter again
     /// at 0, and must not hand out the ids in the backup a second time.
     id_base: u64,
@@ -158,6 +160,7 @@ impl SledStore {
                 pending_events: Mutex::new(BTreeSet::new()),
                 leases: Mutex::new(HashMap::new()),
                 snapshot: ArcSwapOption::empty(),
+                backup_cap: std::sync::atomic::AtomicU64::new(backup::MAX_SAVED_BYTES),
                 id_base,
             }),
         })
