@@ -14,7 +14,9 @@
 //! - `request_password_reset` for known against unknown addresses (means, percentiles and
 //!   Welch's t);
 //! - the daemon's RSS after a million distinct rate-limiter keys and after they idle out;
-//! - durable write throughput at 1 and 32 writers.
+//! - durable write throughput at 1 and 32 writers;
+//! - write and read latency while an online backup is read, at 100k and 1M accounts, against
+//!   the same load without one.
 //!
 //! The rest of the tree, lowest first: `harness/` starts and stops the daemon and the echo
 //! baseline as child processes and reads their CPU time and memory and the machine's facts;
@@ -120,11 +122,13 @@ enum Section {
     Rss,
     /// Durable write throughput.
     Writes,
+    /// Call latency while an online backup is read.
+    Backup,
 }
 
 impl Section {
     /// Every section, in the order they run.
-    const ALL: [Section; 7] = [
+    const ALL: [Section; 8] = [
         Section::Cheap,
         Section::Hash,
         Section::Tokens,
@@ -132,6 +136,7 @@ impl Section {
         Section::Timing,
         Section::Rss,
         Section::Writes,
+        Section::Backup,
     ];
 }
 
@@ -224,6 +229,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 Section::Timing => sections::reset_timing::run(&env).await,
                 Section::Rss => sections::limiter_memory::run(&env).await,
                 Section::Writes => sections::durable_writes::run(&env).await,
+                Section::Backup => sections::backup::run(&env).await,
             };
             match rows {
                 Ok(rows) => report.rows.extend(rows),

@@ -65,6 +65,22 @@ impl Samples {
         self.quantile_us(0.99)
     }
 
+    /// The slowest call in microseconds.
+    pub(crate) fn max_us(&self) -> f64 {
+        self.quantile_us(1.0)
+    }
+
+    /// How many latencies there are.
+    pub(crate) fn len(&self) -> usize {
+        self.nanos.len()
+    }
+
+    /// How many calls took longer than `us` microseconds.
+    pub(crate) fn count_above_us(&self, us: f64) -> usize {
+        let bound = (us * 1000.0) as u64;
+        self.nanos.len() - self.nanos.partition_point(|&n| n <= bound)
+    }
+
     /// Mean and sample variance in microseconds.
     pub(crate) fn mean_var_us(&self) -> (f64, f64) {
         let n = self.nanos.len() as f64;
@@ -173,6 +189,8 @@ mod tests {
         assert_eq!(s.p99(), 99.0);
         assert_eq!(s.quantile_us(1.0), 100.0);
         assert_eq!(s.rate(), 100.0);
+        assert_eq!(s.max_us(), 100.0);
+        assert_eq!(s.count_above_us(90.0), 10);
     }
 
     #[test]

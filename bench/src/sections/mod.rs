@@ -2,6 +2,7 @@
 //! its own daemons and baselines and returns its figures; and what they all get ([`Env`],
 //! with the [`Sizes`] that tell a full run from a short one).
 
+pub(crate) mod backup;
 pub(crate) mod cheap_calls;
 pub(crate) mod durable_writes;
 pub(crate) mod hash_bound;
@@ -49,6 +50,11 @@ pub(crate) struct Sizes {
     rss_cleanup_secs: u64,
     /// Measured seconds per durable-write run.
     write_secs: f64,
+    /// Accounts at which a backup is read under load, by one daemon that grows through them.
+    backup_stages: Vec<usize>,
+    /// Seconds of load before each backup, of which up to half the backup's length is the
+    /// baseline's first half.
+    backup_before_secs: f64,
 }
 
 impl Sizes {
@@ -68,6 +74,8 @@ impl Sizes {
             rss_key_secs: 30,
             rss_cleanup_secs: 5,
             write_secs: 5.0,
+            backup_stages: vec![100_000, 1_000_000],
+            backup_before_secs: 30.0,
         }
     }
 
@@ -87,6 +95,8 @@ impl Sizes {
             rss_key_secs: 1,
             rss_cleanup_secs: 1,
             write_secs: 0.5,
+            backup_stages: vec![2_000],
+            backup_before_secs: 0.5,
         }
     }
 }
