@@ -89,7 +89,8 @@ pub struct PostgresConfig {
     pub password_env: Option<String>,
     /// A systemd credential holding the password.
     pub password_credential: Option<String>,
-    /// Connections kept open at most. Default 16.
+    /// Connections kept open at most for writes and transactions. Default 16. One more per
+    /// core (at most 8) is shared, pipelined, by the single-statement reads on a call's path.
     pub pool_size: usize,
     /// How long one statement may run before the server cancels it, in milliseconds.
     /// Default 5000.

@@ -4,7 +4,9 @@
 //! cached; no compile-time checks that would need a live database at build time), TLS by
 //! rustls, which the daemon already carries for SMTP.
 //!
-//! Each method is one transaction at READ COMMITTED. A change to a user's tokens first locks
+//! Each method is one transaction at READ COMMITTED, on a pooled connection; the
+//! single-statement reads on a call's path run on a few shared connections instead, where
+//! tokio-postgres pipelines the calls in flight (`Inner::readers`). A change to a user's tokens first locks
 //! the user's row, so every such change (issue, consume, password change, delete) is
 //! serialised per user across hosts, in one lock order, and a token is consumed once: the
 //! second of two racing completions waits for the first and then sees the token used.
@@ -126,6 +128,14 @@ struct Inner {
     /// This daemon's name on the outbox leases it holds: random per start, so a restarted
     /// daemon does not mistake its predecessor's leases for its own.
     owner: String,
+    /// Connections shared by the single-statement reads on a call's path (a token check, a
+    /// user looked up by id or email): calls in flight on one connection are pipelined, so a
+    /// batch of queries costs one write and one read of the socket and one wake-up of its
+    /// connection task, where a pooled connection per call costs them per query. Taken out
+    /// of the pool (so it can make others), one per core, each replaced when it closes.
+    readers: Vec<arc_swap::ArcSwapOption<deadpool_postgres::ClientWrapper>>,
+    /// The reader the next read takes, round robin.
+    next_reader: std::sync::atomic::AtomicUsize,
 }
 
 /// A statement's error as the store reports it: lost connections as `Unreachable`, the
@@ -232,9 +242,44 @@ impl PgStore {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        // One per core: the server runs each connection's queries on one process.
+        let readers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
         Ok(PgStore {
-            inner: Arc::new(Inner { pool, seal, owner }),
+            inner: Arc::new(Inner {
+                pool,
+                seal,
+                owner,
+                readers: (0..readers)
+                    .map(|_| arc_swap::ArcSwapOption::empty())
+                    .collect(),
+                next_reader: std::sync::atomic::AtomicUsize::new(0),
+            }),
         })
+    }
+
+    /// A shared connection for a single-statement read outside any transaction; see
+    /// `Inner::readers`. Its first use, or a use after the connection closed (the server
+    /// restarted), takes a fresh one from the pool.
+    async fn reader(&self) -> Result<Arc<deadpool_postgres::ClientWrapper>, StoreError> {
+        let readers = &self.inner.readers;
+        let i = self
+            .inner
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % readers.len().max(1);
+        let Some(slot) = readers.get(i) else {
+            return Err(StoreError::Unreachable("no reader connection".into()));
+        };
+        if let Some(c) = slot.load_full() {
+            if !c.is_closed() {
+                return Ok(c);
+            }
+        }
+        let fresh = Arc::new(Object::take(self.client().await?));
+        slot.store(Some(fresh.clone()));
+        Ok(fresh)
     }
 
     /// A connection from the pool.

@@ -159,7 +159,7 @@ impl PgStore {
         verifier_hash: &[u8; 32],
         now: u64,
     ) -> Result<TokenState, StoreError> {
-        let c = self.client().await?;
+        let c = self.reader().await?;
         let statement = c
             .prepare_cached(
                 "SELECT t.user_id, t.verifier_hash, t.credential_epoch, t.issued_at,

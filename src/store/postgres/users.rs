@@ -198,7 +198,7 @@ impl PgStore {
 
     /// See [`crate::store::Store::user`].
     pub(in crate::store) async fn user(&self, id: u64) -> Result<Option<UserRecord>, StoreError> {
-        let c = self.client().await?;
+        let c = self.reader().await?;
         let statement = c
             .prepare_cached(&format!(
                 "SELECT {USER_COLUMNS} FROM latchkey_users WHERE id = $1"
@@ -216,7 +216,7 @@ impl PgStore {
         &self,
         email: &str,
     ) -> Result<Option<UserRecord>, StoreError> {
-        let c = self.client().await?;
+        let c = self.reader().await?;
         let statement = c
             .prepare_cached(&format!(
                 "SELECT {USER_COLUMNS} FROM latchkey_users WHERE email = $1"
