@@ -229,9 +229,12 @@ impl Browser {
         let deadline = Instant::now() + PAGE_TIMEOUT;
         loop {
             if self.heading().await.as_deref() == Some(heading) {
-                let text = self.text().await;
-                if text.contains(needle) {
-                    return text;
+                // The page may be replaced between finding <main> and reading it (a form
+                // that answers with its own page again): a stale element is "not yet".
+                if let Some(text) = self.main_text_now().await {
+                    if text.contains(needle) {
+                        return text;
+                    }
                 }
             }
             if Instant::now() > deadline {
@@ -242,6 +245,12 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The text of the page's `<main>`, if the page has one and it can be read now.
+    async fn main_text_now(&self) -> Option<String> {
+        let main = self.client.find(Locator::Css("main")).await.ok()?;
+        main.text().await.ok()
     }
 
     /// The page's `<h1>`, if it has one now.
