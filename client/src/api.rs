@@ -62,7 +62,8 @@ pub struct User {
     pub updated_at: UnixTime,
     /// When the password was last set.
     pub password_changed_at: UnixTime,
-    /// Bumped on every password change; sessions issued under an older epoch should be dropped.
+    /// Bumped on every password change and when the account is disabled; sessions issued
+    /// under an older epoch should be dropped.
     pub credential_epoch: u64,
 }
 

@@ -56,7 +56,10 @@ pub(super) async fn find_user(service: &Service, email: String) -> Result<User, 
     Ok(record.ok_or(ApiError::NotFound)?.to_api())
 }
 
-/// Enables or disables an account, with its event.
+/// Enables or disables an account, with its event. Disabling bumps the credential epoch:
+/// the app drops the account's sessions, and every reset token of it is dead for good, so
+/// enabling the account again does not bring back a link mailed or handed out before
+/// (issue 19, item 6).
 pub(super) async fn set_status(
     service: &Service,
     id: UserId,
@@ -74,6 +77,9 @@ pub(super) async fn set_status(
             if r.status != status {
                 r.status = status;
                 r.updated_at = now;
+                if status == UserStatus::Disabled {
+                    r.credential_epoch += 1;
+                }
             }
             Ok(())
         })

@@ -592,3 +592,44 @@ async fn raw_tokens_and_passwords_never_reach_the_log_or_the_store_files() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[tokio::test]
+async fn disabling_an_account_kills_its_reset_links_for_good_and_its_sessions() {
+    // Issue 19, item 6: re-enabling an account used to bring its old links back.
+    let daemon = Setup::new().start().await;
+    let client = daemon.client().await;
+    let id = user(&client, "paused@example.com").await;
+    let link = client
+        .admin_reset_link(UserRef::Id(id), None)
+        .await
+        .expect("a support link");
+    let token = link.link.rsplit('=').next().expect("a token").to_owned();
+    let disabled = client
+        .set_status(id, UserStatus::Disabled)
+        .await
+        .expect("disable");
+    assert_eq!(disabled.credential_epoch, 1, "the app drops the sessions");
+    let enabled = client
+        .set_status(id, UserStatus::Active)
+        .await
+        .expect("enable");
+    assert_eq!(enabled.credential_epoch, 1, "enabling bumps nothing");
+    let check = client.check_reset_token(&token, None).await.expect("check");
+    assert_eq!(check.state, TokenState::Invalid);
+    assert_api_error(
+        client
+            .complete_password_reset(&token, NEW_PASSWORD, None, None)
+            .await,
+        ApiError::InvalidToken,
+    );
+    // A link made after it was enabled again works.
+    let fresh = client
+        .admin_reset_link(UserRef::Id(id), None)
+        .await
+        .expect("a new link");
+    let token = fresh.link.rsplit('=').next().expect("a token").to_owned();
+    client
+        .complete_password_reset(&token, NEW_PASSWORD, None, None)
+        .await
+        .expect("the new link works");
+}
