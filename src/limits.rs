@@ -238,7 +238,7 @@ impl Limits {
         // would throttle the whole application. The per-email and per-account limits still
         // apply.
         match ip {
-            Some(ip) => bucket.check(self.key(ip), self.config.cleanup_interval_secs),
+            Some(ip) => bucket.check(self.key(ip_bucket(ip)), self.config.cleanup_interval_secs),
             None => Ok(()),
         }
     }
@@ -282,6 +282,23 @@ impl Limits {
             ("login_per_ip", &self.login_ip),
             ("login_per_account", &self.login_account),
         ]
+    }
+}
+
+/// The address a per-IP bucket is kept for (issue 19, item 3): an IPv4 address as it is,
+/// also when it comes IPv4-mapped (`::ffff:192.0.2.1` is `192.0.2.1`), and an IPv6 address
+/// by its /64, the block one subscriber or one host gets, whose 2^64 addresses an attacker
+/// could otherwise walk through for a fresh bucket each.
+fn ip_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !u128::from(u64::MAX);
+                IpAddr::V6(prefix.into())
+            }
+        },
     }
 }
 
@@ -343,6 +360,39 @@ mod tests {
         limits.cleanup();
         assert_eq!(limits.keys_held(), 0);
         assert!(limits.token_use(Some(IpAddr::from([192, 0, 2, 1]))).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_bucket_and_a_mapped_ipv4_address_is_the_address() {
+        let limits = Limits::new(&LimitsConfig {
+            token_per_ip: Rate {
+                burst: 3,
+                per_secs: 3600,
+            },
+            ..Default::default()
+        });
+        let in_64 = |n: u16| IpAddr::from([0x2001, 0xdb8, 0, 7, n, n, 1, n]);
+        for n in 1..=3 {
+            assert!(limits.token_use(Some(in_64(n))).is_ok());
+        }
+        assert!(
+            limits.token_use(Some(in_64(99))).is_err(),
+            "a fourth address of the same /64 shares its bucket"
+        );
+        let next_64 = IpAddr::from([0x2001, 0xdb8, 0, 8, 0, 0, 0, 1]);
+        assert!(
+            limits.token_use(Some(next_64)).is_ok(),
+            "another /64 has its own"
+        );
+        let v4: IpAddr = "192.0.2.1".parse().expect("an address");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("an address");
+        for ip in [v4, mapped, v4] {
+            assert!(limits.token_use(Some(ip)).is_ok());
+        }
+        assert!(
+            limits.token_use(Some(mapped)).is_err(),
+            "one bucket for both forms"
+        );
     }
 
     #[test]
