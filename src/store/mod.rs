@@ -501,7 +501,7 @@ pub struct Backup {
     header: Option<dump::Header>,
     /// Lines made but not yet given out (they did not fit the last chunk).
     carry: std::collections::VecDeque<Vec<u8>>,
-    /// Set once the trailer is given out.
+    /// Set once the trailer is made (it is given out when `carry` is empty).
     done: bool,
 }
 
@@ -554,7 +554,7 @@ impl Backup {
     /// The next bytes of the file, about `budget` of them (a single line longer than that
     /// comes alone); `None` once the trailer has been given out.
     pub async fn next_bytes(&mut self, budget: usize) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.done {
+        if self.finished() {
             return Ok(None);
         }
         let mut out = Vec::new();
@@ -562,6 +562,7 @@ impl Backup {
             self.writer = Some(dump::Writer::start(&header, &mut out).map_err(encoding)?);
         }
         loop {
+            // Lines made earlier first; a line that does not fit waits for the next call.
             while let Some(line) = self.carry.front() {
                 if !out.is_empty() && out.len() + line.len() > budget {
                     return Ok(Some(out));
@@ -569,7 +570,7 @@ impl Backup {
                 out.extend_from_slice(line);
                 self.carry.pop_front();
             }
-            if out.len() >= budget {
+            if self.done || out.len() >= budget {
                 return Ok(Some(out));
             }
             let items = self.page(budget - out.len()).await?;
@@ -578,19 +579,11 @@ impl Backup {
                 .as_mut()
                 .ok_or_else(|| StoreError::Backup("no header".into()))?;
             if items.is_empty() {
+                // Every record is out: the trailer, made once, goes out like any line.
                 let (end, _) = writer.end().map_err(encoding)?;
                 self.carry.push_back(end);
                 self.done = true;
-                // Give out whatever fits; the rest (at most the trailer) comes next time.
-                while let Some(line) = self.carry.front() {
-                    if !out.is_empty() && out.len() + line.len() > budget {
-                        self.done = false;
-                        return Ok(Some(out));
-                    }
-                    out.extend_from_slice(line);
-                    self.carry.pop_front();
-                }
-                return Ok(Some(out));
+                continue;
             }
             for item in &items {
                 self.carry.push_back(writer.line(item).map_err(encoding)?);
