@@ -285,8 +285,6 @@ pub struct Summary {
     pub header: Header,
     /// Its records.
     pub counts: Counts,
-    /// Queued (not dead) messages among them.
-    pub queued_mail: u64,
 }
 
 /// What the records seen so far have claimed, to find duplicates and dangling references.
@@ -297,7 +295,6 @@ struct Seen {
     selectors: HashSet<[u8; 16]>,
     mail: HashSet<u64>,
     events: HashSet<u64>,
-    queued_mail: u64,
 }
 
 /// A backup being read, checked line by line as it goes: [`Reader::next`] gives each record
@@ -396,7 +393,6 @@ impl Reader {
         Summary {
             header: self.header.clone(),
             counts: self.counts,
-            queued_mail: self.seen.queued_mail,
         }
     }
 }
@@ -508,9 +504,6 @@ fn check(item: &Item, header: &Header, seen: &mut Seen) -> Result<(), String> {
             }
             if !seen.mail.insert(m.id) {
                 return Err(format!("message {} appears twice", m.id));
-            }
-            if m.state == OutboxState::Queued {
-                seen.queued_mail += 1;
             }
         }
         Item::Event(e) => {
