@@ -86,27 +86,24 @@ impl Sealer {
     }
 
     /// Reads the key file, or creates it with a fresh random key when it does not exist.
+    ///
+    /// Several daemons may share one key file and start at once. The key is written whole to
+    /// a private file beside it, synced, and then linked into place, which fails if another
+    /// daemon got there first: no one ever reads a half-written key, and the loser reads the
+    /// winner's.
     fn load_or_create(path: &Path) -> Result<Sealer, StoreError> {
         let err = |what: &str, e: std::io::Error| {
             StoreError::Key(format!("{what} {}: {e}", path.display()))
         };
-        if let Some(parent) = path.parent() {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent {
             std::fs::create_dir_all(parent)
                 .map_err(|e| err("cannot create the directory of", e))?;
         }
         let key = match std::fs::read(path) {
             Ok(key) => key,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = crate::random::bytes::<32>();
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| err("cannot create", e))?;
-                file.write_all(&key).map_err(|e| err("cannot write", e))?;
-                file.sync_all().map_err(|e| err("cannot sync", e))?;
-                key.to_vec()
+                Self::create_key(path, parent).map_err(|(what, e)| err(what, e))?
             }
             Err(e) => return Err(err("cannot read", e)),
         };
@@ -116,6 +113,47 @@ impl Sealer {
             }
         }
         Sealer::from_key(&key, path)
+    }
+
+    /// Writes a fresh key to `path` unless one appears there meanwhile; returns the key that
+    /// is there afterwards.
+    fn create_key(
+        path: &Path,
+        parent: Option<&Path>,
+    ) -> Result<Vec<u8>, (&'static str, std::io::Error)> {
+        let key = crate::random::bytes::<32>();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let staged = path.with_file_name(format!(
+            ".{name}.new-{}-{}",
+            std::process::id(),
+            super::dump::hex(&crate::random::bytes::<6>())
+        ));
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&staged)
+                .map_err(|e| ("cannot create", e))?;
+            file.write_all(&key).map_err(|e| ("cannot write", e))?;
+            file.sync_all().map_err(|e| ("cannot sync", e))?;
+            match std::fs::hard_link(&staged, path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(("cannot create", e)),
+            }
+        })();
+        // The staged file is only ever a private copy; it goes whatever happened.
+        let _ = std::fs::remove_file(&staged);
+        if written? {
+            let dir = parent.unwrap_or(Path::new("."));
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| ("cannot sync the directory of", e))?;
+            Ok(key.to_vec())
+        } else {
+            std::fs::read(path).map_err(|e| ("cannot read", e))
+        }
     }
 
     /// The cipher for a key read from `path`.
@@ -218,5 +256,44 @@ impl Sealer {
                 },
             )
             .map_err(|_| corrupt())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Daemons sharing one key file and starting together all end up with the one key that
+    /// is in the file, and leave nothing else behind.
+    #[test]
+    fn daemons_creating_one_key_file_at_once_all_get_the_key_in_it() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys").join("outbox.key");
+            let barrier = std::sync::Barrier::new(8);
+            let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+                let starts: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            Sealer::load_or_create(&path).map(|sealer| sealer.digest_key)
+                        })
+                    })
+                    .collect();
+                starts
+                    .into_iter()
+                    .map(|t| t.join().unwrap().expect("every start gets a key"))
+                    .collect()
+            });
+            let on_disk = Sealer::from_key(&std::fs::read(&path).unwrap(), &path).unwrap();
+            assert!(keys.iter().all(|k| *k == on_disk.digest_key));
+            let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, ["outbox.key"]);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }
