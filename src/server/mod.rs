@@ -297,6 +297,9 @@ struct FrameTracker {
     header_len: usize,
     /// Body bytes still to come.
     body_left: u64,
+    /// How many frames have begun: tells whether the frame in progress began in the latest
+    /// read, whose deadline then starts afresh.
+    begun: u64,
 }
 
 impl FrameTracker {
@@ -315,6 +318,9 @@ impl FrameTracker {
                 self.body_left -= n as u64;
                 bytes = &bytes[n..];
                 continue;
+            }
+            if self.header_len == 0 {
+                self.begun += 1;
             }
             self.header[self.header_len] = bytes[0];
             self.header_len += 1;
@@ -352,13 +358,15 @@ impl AsyncRead for UntilShutdown {
         if self.stopped {
             return Poll::Ready(Ok(()));
         }
-        let was_in_frame = self.frame.in_frame();
+        let begun = self.frame.begun;
         let before = buf.filled().len();
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 this.frame.advance(&buf.filled()[before..]);
-                if !was_in_frame && this.frame.in_frame() {
+                // Each frame has its own deadline, from its first byte: a read that ends one
+                // frame and begins the next starts the next one's clock.
+                if this.frame.in_frame() && this.frame.begun != begun {
                     let at = tokio::time::Instant::now() + this.frame_timeout;
                     this.deadline.as_mut().reset(at);
                 }
@@ -435,6 +443,9 @@ mod tests {
                 tracker.advance(&stream[at..at + step]);
                 at += step;
                 prop_assert_eq!(tracker.in_frame(), !ends.contains(&at), "at byte {}", at);
+                let starts = std::iter::once(0).chain(ends.iter().copied());
+                let begun = starts.filter(|start| *start < at).count() as u64;
+                prop_assert_eq!(tracker.begun, begun, "frames begun by byte {}", at);
             }
         }
     }

@@ -328,6 +328,68 @@ async fn a_client_trickling_a_frame_is_cut_off_while_others_are_served() {
         .expect("an idle connection stays open");
 }
 
+/// A healthy client streaming requests, each write ending one frame and beginning the next,
+/// is never cut off: every frame has its own deadline from its first byte. (The deadline once
+/// restarted only on a read that began between frames, so such a stream was closed 30 s in.)
+/// Streams for 40 s against the default 30 s frame timeout.
+#[tokio::test]
+async fn a_client_streaming_frames_across_read_boundaries_is_not_cut_off() {
+    let daemon = Daemon::start().await;
+    let raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+    let (mut reader, mut writer) = raw.into_split();
+    let streamed = Duration::from_secs(40);
+    let replies = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        loop {
+            let mut len = [0u8; 4];
+            if reader.read_exact(&mut len).await.is_err() {
+                return ids;
+            }
+            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+            reader
+                .read_exact(&mut body)
+                .await
+                .expect("a whole reply frame");
+            let reply: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(
+                reply["message"]["Ok"]["Health"]["Ok"]["status"], "ok",
+                "{reply}"
+            );
+            ids.push(reply["request_id"].as_u64().expect("a request id"));
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut id = 1;
+    // The first two header bytes of frame 1; then each write is the rest of one frame and the
+    // first two header bytes of the next.
+    let mut next = frame(request_json(id, LatchkeyRequest::Health {}).as_bytes());
+    writer.write_all(&next[..2]).await.expect("write");
+    while started.elapsed() < streamed {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        id += 1;
+        let after = frame(request_json(id, LatchkeyRequest::Health {}).as_bytes());
+        let mut write = next[2..].to_vec();
+        write.extend_from_slice(&after[..2]);
+        writer
+            .write_all(&write)
+            .await
+            .unwrap_or_else(|e| panic!("cut off {:?} in: {e}", started.elapsed()));
+        next = after;
+    }
+    writer
+        .write_all(&next[2..])
+        .await
+        .expect("write the last frame");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writer.shutdown().await.expect("shutdown");
+    let ids = tokio::time::timeout(Duration::from_secs(10), replies)
+        .await
+        .expect("the daemon closes after the last reply")
+        .expect("the reader task");
+    assert_eq!(ids.len() as u64, id, "every frame answered");
+    assert!(!daemon.log().contains("frame did not arrive in time"));
+}
+
 #[tokio::test]
 async fn an_absurd_deadline_closes_its_connection_without_a_panic() {
     let daemon = Daemon::start().await;
