@@ -21,7 +21,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
 use latchkey_client::ApiError;
 use serde::{Deserialize, Serialize};
 
@@ -121,10 +123,12 @@ impl LimitsConfig {
     }
 }
 
-/// One keyed limiter.
-struct Bucket {
+/// One keyed limiter, on the clock `C` (the real one, but for tests that drive time).
+struct Bucket<C: Clock + Clone> {
     /// The GCRA state per hashed key.
-    limiter: DefaultKeyedRateLimiter<u64>,
+    limiter: RateLimiter<u64, DashMapStateStore<u64>, C, NoOpMiddleware<C::Instant>>,
+    /// The limiter's clock, to tell how long a refused caller must wait.
+    clock: C,
     /// The cap on keys.
     max_keys: usize,
     /// Set when the cap was reached; calls are refused while it is set.
@@ -137,14 +141,15 @@ struct Bucket {
 /// a flood of distinct keys cannot outgrow the cap by more than this many keys.
 const CAP_CHECK_EVERY: u64 = 1024;
 
-impl Bucket {
-    fn new(rate: Rate, max_keys: usize) -> Bucket {
+impl<C: Clock + Clone> Bucket<C> {
+    fn new(rate: Rate, max_keys: usize, clock: C) -> Bucket<C> {
         // validate() ran at config load; the fallback only guards a programming error.
         let quota = rate
             .quota()
             .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN));
         Bucket {
-            limiter: RateLimiter::keyed(quota),
+            limiter: RateLimiter::new(quota, DashMapStateStore::default(), clock.clone()),
+            clock,
             max_keys,
             over: AtomicBool::new(false),
             calls: AtomicU64::new(0),
@@ -170,7 +175,7 @@ impl Bucket {
             });
         }
         self.limiter.check_key(&key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let wait = not_until.wait_time_from(self.clock.now());
             ApiError::RateLimited {
                 retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
             }
@@ -196,23 +201,31 @@ impl Bucket {
 /// replaces them with fresh ones when their settings change.
 pub(crate) type LiveLimits = Arc<ArcSwap<Limits>>;
 
-/// Every limiter of the daemon.
-pub struct Limits {
+/// Every limiter of the daemon, on the clock `C`: the real one, or in tests a clock the test
+/// moves on.
+pub struct Limits<C: Clock + Clone = DefaultClock> {
     /// Settings in force.
     config: LimitsConfig,
     /// The per-process hash key.
     hasher: std::collections::hash_map::RandomState,
-    reset_ip: Bucket,
-    reset_email: Bucket,
-    token_ip: Bucket,
-    login_ip: Bucket,
-    login_account: Bucket,
+    reset_ip: Bucket<C>,
+    reset_email: Bucket<C>,
+    token_ip: Bucket<C>,
+    login_ip: Bucket<C>,
+    login_account: Bucket<C>,
 }
 
 impl Limits {
     /// Fresh, empty limiters.
     pub fn new(config: &LimitsConfig) -> Limits {
-        let bucket = |rate| Bucket::new(rate, config.max_keys);
+        Limits::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    /// Fresh, empty limiters on `clock`.
+    pub fn with_clock(config: &LimitsConfig, clock: C) -> Limits<C> {
+        let bucket = |rate| Bucket::new(rate, config.max_keys, clock.clone());
         Limits {
             config: config.clone(),
             hasher: Default::default(),
@@ -233,7 +246,7 @@ impl Limits {
         self.hasher.hash_one(value)
     }
 
-    fn check_ip(&self, bucket: &Bucket, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    fn check_ip(&self, bucket: &Bucket<C>, ip: Option<IpAddr>) -> Result<(), ApiError> {
         // Without an IP there is nothing to key on; sharing one bucket among every such call
         // would throttle the whole application. The per-email and per-account limits still
         // apply.
@@ -274,7 +287,7 @@ impl Limits {
         self.buckets().iter().map(|(_, b)| b.limiter.len()).sum()
     }
 
-    fn buckets(&self) -> [(&'static str, &Bucket); 5] {
+    fn buckets(&self) -> [(&'static str, &Bucket<C>); 5] {
         [
             ("reset_per_ip", &self.reset_ip),
             ("reset_per_email", &self.reset_email),
@@ -304,6 +317,8 @@ fn ip_bucket(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     #[test]
@@ -330,14 +345,18 @@ mod tests {
     #[test]
     fn a_million_distinct_keys_stay_within_the_cap_and_idle_out() {
         let cap = 100_000;
-        let limits = Limits::new(&LimitsConfig {
-            token_per_ip: Rate {
-                burst: 1,
-                per_secs: 1,
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(
+            &LimitsConfig {
+                token_per_ip: Rate {
+                    burst: 1,
+                    per_secs: 1,
+                },
+                max_keys: cap,
+                ..Default::default()
             },
-            max_keys: cap,
-            ..Default::default()
-        });
+            clock.clone(),
+        );
         let mut refused = 0;
         for i in 0..1_000_000u32 {
             if limits
@@ -354,9 +373,15 @@ mod tests {
             refused > 800_000,
             "only {refused} refused: the cap did not engage"
         );
-        // Once the keys idle out (one second for this quota), cleanup frees them and the
+        // Nothing has idled out while no time passed: cleanup keeps every key and the cap.
+        limits.cleanup();
+        assert_eq!(limits.keys_held(), held);
+        assert!(limits
+            .token_use(Some(IpAddr::from([192, 0, 2, 1])))
+            .is_err());
+        // Once the keys idle out (a second for this quota), cleanup frees them and the
         // limiter serves again.
-        std::thread::sleep(Duration::from_millis(1100));
+        clock.advance(Duration::from_secs(2));
         limits.cleanup();
         assert_eq!(limits.keys_held(), 0);
         assert!(limits.token_use(Some(IpAddr::from([192, 0, 2, 1]))).is_ok());
