@@ -55,10 +55,10 @@ pub struct LimitsConfig {
     pub reset_per_email: Rate,
     /// Token checks and completions per client IP.
     pub token_per_ip: Rate,
-    /// Login attempts per client IP.
+    /// Login attempts per client IP, failed or not.
     pub login_per_ip: Rate,
-    /// Login attempts per email (NIST SP 800-63B: at most 100 failures in a row).
-    pub login_per_account: Rate,
+    /// Throttling by consecutive failed logins per account (NIST SP 800-63B 5.2.2).
+    pub login_failures: LoginFailuresConfig,
     /// Most keys one limiter holds; past it the limiter refuses calls until cleanup.
     pub max_keys: usize,
     /// How often idle keys are dropped.
@@ -84,10 +84,7 @@ impl Default for LimitsConfig {
                 burst: 100,
                 per_secs: 300,
             },
-            login_per_account: Rate {
-                burst: 100,
-                per_secs: 3600,
-            },
+            login_failures: LoginFailuresConfig::default(),
             max_keys: 1_000_000,
             cleanup_interval_secs: 60,
         }
@@ -104,6 +101,7 @@ impl LimitsConfig {
                 ));
             }
         }
+        self.login_failures.validate()?;
         if self.max_keys == 0 || self.cleanup_interval_secs == 0 {
             return Err(
                 "limits.max_keys and limits.cleanup_interval_secs must be at least 1".into(),
@@ -112,14 +110,124 @@ impl LimitsConfig {
         Ok(())
     }
 
-    fn rates(&self) -> [(&'static str, Rate); 5] {
+    fn rates(&self) -> [(&'static str, Rate); 4] {
         [
             ("reset_per_ip", self.reset_per_ip),
             ("reset_per_email", self.reset_per_email),
             ("token_per_ip", self.token_per_ip),
             ("login_per_ip", self.login_per_ip),
-            ("login_per_account", self.login_per_account),
         ]
+    }
+}
+
+/// Throttling of password logins by their consecutive failures on one account (NIST SP
+/// 800-63B 5.2.2), made so that an attacker's guesses cannot lock the owner out.
+///
+/// For an account with `n` consecutive failed logins (a correct password, a completed reset
+/// or a new password set by an admin brings `n` back to 0, and `n` is forgotten once
+/// `memory_secs` pass without a failure):
+/// - `n < free`: the password is checked.
+/// - `free <= n < max`: the password is checked once `first_wait_secs * 2^(n - free)` (at
+///   most `max_wait_secs`) have passed since the last failure. Before that the attempt is
+///   answered `RateLimited` without a check, unless it comes from a *clean* client address:
+///   one that has failed no login, on any account, for `clean_ip_secs`. A clean address's
+///   attempt is checked, so the owner's correct password from her own address lets her in
+///   while her account is under attack; a wrong one counts, and makes the address unclean.
+/// - `n >= max`: every attempt is answered `RateLimited` until a reset, an admin's new
+///   password, or `memory_secs` without a failure: never more than `max` guesses in a row.
+///
+/// An attempt without `client_ip` comes from no clean address. Unknown addresses are
+/// counted like accounts, so the answers say nothing about which exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginFailuresConfig {
+    /// Consecutive failures on an account checked without a wait.
+    pub free: u32,
+    /// The wait after the first failure past `free`; each further failure doubles it.
+    pub first_wait_secs: u64,
+    /// The longest wait between two checked attempts.
+    pub max_wait_secs: u64,
+    /// Consecutive failures after which the account takes no password login (NIST: at most
+    /// 100).
+    pub max: u32,
+    /// How long an account's failures are remembered after the last one.
+    pub memory_secs: u64,
+    /// How long after its last failed login a client address is not clean.
+    pub clean_ip_secs: u64,
+}
+
+impl Default for LoginFailuresConfig {
+    fn default() -> Self {
+        LoginFailuresConfig {
+            free: 5,
+            first_wait_secs: 30,
+            max_wait_secs: 3600,
+            max: 100,
+            memory_secs: 86_400,
+            clean_ip_secs: 3600,
+        }
+    }
+}
+
+impl LoginFailuresConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max == 0 || self.free > self.max {
+            return Err("limits.login_failures: max must be at least 1 and at least free".into());
+        }
+        if self.memory_secs == 0 || self.clean_ip_secs == 0 || self.max_wait_secs == 0 {
+            return Err(
+                "limits.login_failures: memory_secs, clean_ip_secs and max_wait_secs must be \
+                 at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Failures older than this (Unix ms) are forgotten.
+    pub fn forget_before_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.memory_secs.saturating_mul(1000))
+    }
+
+    /// Whether a client address whose last failed login was at `last_failed_ms` is clean;
+    /// `None` for a call without `client_ip`.
+    pub fn is_clean(&self, last_failed_ms: Option<Option<u64>>, now_ms: u64) -> bool {
+        match last_failed_ms {
+            None => false,
+            Some(None) => true,
+            Some(Some(at)) => now_ms.saturating_sub(at) >= self.clean_ip_secs.saturating_mul(1000),
+        }
+    }
+
+    /// Whether an attempt on an account with `failures` consecutive failures, the last at
+    /// `last_ms`, is checked now: `Err` carries the seconds to wait.
+    pub fn judge(
+        &self,
+        failures: u32,
+        last_ms: u64,
+        clean_ip: bool,
+        now_ms: u64,
+    ) -> Result<(), u64> {
+        if failures == 0 || last_ms < self.forget_before_ms(now_ms) || failures < self.free {
+            return Ok(());
+        }
+        let since = now_ms.saturating_sub(last_ms);
+        let wait_ms = |secs: u64| secs.saturating_mul(1000).saturating_sub(since);
+        if failures >= self.max {
+            return Err(wait_ms(self.memory_secs).div_ceil(1000).max(1));
+        }
+        let doublings = failures - self.free;
+        let wait = self
+            .first_wait_secs
+            .checked_shl(doublings)
+            .filter(|w| w >> doublings == self.first_wait_secs)
+            .map_or(self.max_wait_secs, |w| w.min(self.max_wait_secs));
+        let left = wait_ms(wait);
+        if left == 0 || clean_ip {
+            Ok(())
+        } else {
+            Err(left.div_ceil(1000).max(1))
+        }
     }
 }
 
@@ -212,7 +320,6 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     reset_email: Bucket<C>,
     token_ip: Bucket<C>,
     login_ip: Bucket<C>,
-    login_account: Bucket<C>,
 }
 
 impl Limits {
@@ -233,7 +340,6 @@ impl<C: Clock + Clone> Limits<C> {
             reset_email: bucket(config.reset_per_email),
             token_ip: bucket(config.token_per_ip),
             login_ip: bucket(config.login_per_ip),
-            login_account: bucket(config.login_per_account),
         }
     }
 
@@ -268,11 +374,11 @@ impl<C: Clock + Clone> Limits<C> {
         self.check_ip(&self.token_ip, ip)
     }
 
-    /// A login attempt: per IP, then per account (email).
-    pub fn login(&self, ip: Option<IpAddr>, email: &str) -> Result<(), ApiError> {
-        self.check_ip(&self.login_ip, ip)?;
-        self.login_account
-            .check(self.key(email), self.config.cleanup_interval_secs)
+    /// A login attempt, per IP. Per account, logins are throttled by their consecutive
+    /// failures instead ([`LoginFailuresConfig::judge`]): counting every attempt there would
+    /// let anyone lock an owner out by guessing.
+    pub fn login(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        self.check_ip(&self.login_ip, ip)
     }
 
     /// Drops idle keys from every limiter and re-arms the key caps.
@@ -287,13 +393,12 @@ impl<C: Clock + Clone> Limits<C> {
         self.buckets().iter().map(|(_, b)| b.limiter.len()).sum()
     }
 
-    fn buckets(&self) -> [(&'static str, &Bucket<C>); 5] {
+    fn buckets(&self) -> [(&'static str, &Bucket<C>); 4] {
         [
             ("reset_per_ip", &self.reset_ip),
             ("reset_per_email", &self.reset_email),
             ("token_per_ip", &self.token_ip),
             ("login_per_ip", &self.login_ip),
-            ("login_per_account", &self.login_account),
         ]
     }
 }
@@ -302,7 +407,7 @@ impl<C: Clock + Clone> Limits<C> {
 /// also when it comes IPv4-mapped (`::ffff:192.0.2.1` is `192.0.2.1`), and an IPv6 address
 /// by its /64, the block one subscriber or one host gets, whose 2^64 addresses an attacker
 /// could otherwise walk through for a fresh bucket each.
-fn ip_bucket(ip: IpAddr) -> IpAddr {
+pub(crate) fn ip_bucket(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -418,6 +523,54 @@ mod tests {
             limits.token_use(Some(mapped)).is_err(),
             "one bucket for both forms"
         );
+    }
+
+    #[test]
+    fn failures_past_the_free_ones_wait_doubling_up_to_the_cap_and_stop_at_the_ceiling() {
+        let rule = LoginFailuresConfig {
+            free: 3,
+            first_wait_secs: 30,
+            max_wait_secs: 100,
+            max: 10,
+            memory_secs: 1000,
+            clean_ip_secs: 60,
+        };
+        let last = 1_000_000;
+        for n in 0..3 {
+            assert_eq!(
+                rule.judge(n, last, false, last),
+                Ok(()),
+                "{n} failures are free"
+            );
+        }
+        assert_eq!(rule.judge(3, last, false, last), Err(30));
+        assert_eq!(rule.judge(3, last, false, last + 29_500), Err(1));
+        assert_eq!(rule.judge(3, last, false, last + 30_000), Ok(()));
+        assert_eq!(rule.judge(4, last, false, last), Err(60));
+        assert_eq!(rule.judge(5, last, false, last), Err(100), "capped");
+        assert_eq!(rule.judge(9, last, false, last), Err(100));
+        // A clean address is checked while the others wait, but not at the ceiling.
+        assert_eq!(rule.judge(9, last, true, last), Ok(()));
+        assert_eq!(rule.judge(10, last, true, last), Err(1000));
+        assert_eq!(rule.judge(10, last, false, last + 400_000), Err(600));
+        // Forgotten after the memory.
+        assert_eq!(rule.judge(u32::MAX, last, false, last + 1_000_001), Ok(()));
+        // No overflow however many failures.
+        let free = LoginFailuresConfig {
+            max: u32::MAX,
+            ..rule
+        };
+        assert_eq!(free.judge(u32::MAX - 1, last, false, last), Err(100));
+    }
+
+    #[test]
+    fn an_address_is_clean_when_it_never_failed_or_not_lately_and_unknown_is_not_clean() {
+        let rule = LoginFailuresConfig::default();
+        let now = 10_000_000_000;
+        assert!(rule.is_clean(Some(None), now));
+        assert!(!rule.is_clean(None, now), "a call without client_ip");
+        assert!(!rule.is_clean(Some(Some(now - 3_599_000)), now));
+        assert!(rule.is_clean(Some(Some(now - 3_600_000)), now));
     }
 
     #[test]

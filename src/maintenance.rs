@@ -80,9 +80,17 @@ async fn sweep_once(work: &Maintenance) {
             }
         }
     }
+    let now_ms = now.saturating_mul(1000);
+    let failures = work.limits.load().config().login_failures;
+    let addresses = now_ms.saturating_sub(failures.clean_ip_secs.saturating_mul(1000));
     if let Err(e) = work
         .store
-        .sweep_limits(now.saturating_mul(1000), SWEEP_BATCH)
+        .sweep_limits(
+            now_ms,
+            SWEEP_BATCH,
+            failures.forget_before_ms(now_ms),
+            addresses,
+        )
         .await
     {
         tracing::error!(error = %e, "shared rate-limit sweep failed");

@@ -223,8 +223,18 @@ impl Service {
                 StoreError::Stale => ApiError::InvalidCredentials,
                 e => e.into(),
             })?;
-        self.state.mail_wake.notify_one();
+        self.after_new_password(record).await;
         Ok(updated.password_changed())
+    }
+
+    /// What follows a stored new password: the notice mail is sent, and whatever guessing
+    /// went on ends, its login failures forgotten. A failure to forget costs the change
+    /// nothing (the count is forgotten in time anyway), so it is logged only.
+    pub(super) async fn after_new_password(&self, record: &UserRecord) {
+        self.state.mail_wake.notify_one();
+        if let Err(e) = self.state.store.forget_login_failures(&record.email).await {
+            tracing::warn!(user_id = record.id, error = %e, "could not forget login failures");
+        }
     }
 
     /// Checks one imported account and turns it into a record to insert.

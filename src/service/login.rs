@@ -1,15 +1,18 @@
 //! Logins: checking a password (the same argon2 work for unknown addresses), upgrading an
 //! imported or weaker hash after a match, and changing a password with the current one.
 
+use std::net::IpAddr;
+
 use latchkey_client::{ApiError, EventKind, PasswordChanged, User, UserId, UserStatus};
 
 use super::Service;
 use crate::passwords::Passwords;
-use crate::store::{NewEvent, SharedLimit, UserRecord};
+use crate::store::{NewEvent, UserRecord};
 use crate::validate;
 
-/// A login: the same buckets, the same argon2 work and the same answer for an unknown
-/// address, a wrong password and a disabled account.
+/// A login: the same limits, the same argon2 work and the same answer for an unknown
+/// address, a wrong password and a disabled account. Throttled by consecutive failures per
+/// account, the rule in [`crate::limits::LoginFailuresConfig`].
 pub(super) async fn verify_password(
     service: &Service,
     email: String,
@@ -17,37 +20,41 @@ pub(super) async fn verify_password(
     client_ip: Option<String>,
 ) -> Result<User, ApiError> {
     let ip = validate::client_ip(client_ip.as_deref())?;
-    // An implausible address cannot have an account; it gets the same buckets, the
-    // same dummy work and the same answer as an unknown one.
-    let key = email.trim().to_lowercase();
-    service.state.limits().login(ip, &key)?;
-    service
-        .state
-        .take_shared(SharedLimit::LoginPerAccount, &key)
-        .await?;
-    let record = match validate::email(&email) {
-        Ok(email) => service.state.store.user_by_email(&email).await?,
-        Err(_) => None,
+    // An implausible address cannot have an account; it gets the same limits, the same
+    // dummy work and the same answer as an unknown one.
+    let valid = validate::email(&email).ok();
+    let key = valid.clone().unwrap_or_else(|| email.trim().to_lowercase());
+    service.state.limits().login(ip)?;
+    let gate = service.login_gate(&key, ip).await?;
+    let record = match valid {
+        Some(email) => service.state.store.user_by_email(&email).await?,
+        None => None,
     };
     let hash = record.as_ref().map(|r| r.password_hash.as_str());
     let verdict = service.state.passwords.verify(&password, hash).await?;
     match record {
         Some(r) if verdict.matched && r.status == UserStatus::Active => {
+            gate.succeeded(service).await?;
             if verdict.rehash {
                 service.upgrade_hash(&r, &password).await;
             }
             Ok(r.to_api())
         }
         Some(r) => {
+            gate.failed(service).await?;
             let event = NewEvent::user(EventKind::LoginFailed, r.id, ip.map(|i| i.to_string()));
             service.state.store.record_event(event).await?;
             Err(ApiError::InvalidCredentials)
         }
-        None => Err(ApiError::InvalidCredentials),
+        None => {
+            gate.failed(service).await?;
+            Err(ApiError::InvalidCredentials)
+        }
     }
 }
 
-/// A password change with the current password, counted against the login buckets.
+/// A password change with the current password, throttled like a login from no known
+/// address.
 pub(super) async fn change_password(
     service: &Service,
     id: UserId,
@@ -55,11 +62,7 @@ pub(super) async fn change_password(
     new_password: String,
 ) -> Result<PasswordChanged, ApiError> {
     let record = service.user_record(id).await?;
-    service.state.limits().login(None, &record.email)?;
-    service
-        .state
-        .take_shared(SharedLimit::LoginPerAccount, &record.email)
-        .await?;
+    let gate = service.login_gate(&record.email, None).await?;
     let normalised = service
         .state
         .passwords
@@ -70,14 +73,78 @@ pub(super) async fn change_password(
         .verify(&current_password, Some(&record.password_hash))
         .await?;
     if !verdict.matched || record.status != UserStatus::Active {
+        gate.failed(service).await?;
         return Err(ApiError::InvalidCredentials);
     }
+    // The new password forgets the failures (store_new_password).
     service
         .store_new_password(&record, normalised, EventKind::PasswordChanged, None)
         .await
 }
 
+/// A login attempt let through the failure throttle, to be told how it ended.
+pub(super) struct LoginGate {
+    /// The normalised address the failures are counted for.
+    account: String,
+    /// The client address, as the per-IP limits key it.
+    ip: Option<IpAddr>,
+    /// Whether the account has failures to forget on a success.
+    has_failures: bool,
+}
+
+impl LoginGate {
+    /// A correct password: the account's count starts again from 0.
+    async fn succeeded(self, service: &Service) -> Result<(), ApiError> {
+        if self.has_failures {
+            service
+                .state
+                .store
+                .forget_login_failures(&self.account)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A wrong password (or an unknown address, or a disabled account): one more in a row.
+    async fn failed(self, service: &Service) -> Result<(), ApiError> {
+        let rule = service.state.limits().config().login_failures;
+        let now_ms = crate::clock::now_ms();
+        service
+            .state
+            .store
+            .login_failed(
+                &self.account,
+                self.ip,
+                now_ms,
+                rule.forget_before_ms(now_ms),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 impl Service {
+    /// Lets a login attempt on `account` from `ip` through to the password check, or answers
+    /// `RateLimited` without one while the account's failures say to wait.
+    pub(super) async fn login_gate(
+        &self,
+        account: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<LoginGate, ApiError> {
+        let rule = self.state.limits().config().login_failures;
+        let ip = ip.map(crate::limits::ip_bucket);
+        let seen = self.state.store.failed_logins(account, ip).await?;
+        let now_ms = crate::clock::now_ms();
+        let clean = rule.is_clean(ip.map(|_| seen.ip_last_ms), now_ms);
+        rule.judge(seen.account_failures, seen.account_last_ms, clean, now_ms)
+            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        Ok(LoginGate {
+            account: account.to_owned(),
+            ip,
+            has_failures: seen.account_failures > 0,
+        })
+    }
+
     /// Replaces a bcrypt or weaker argon2 hash with one at the configured parameters, after
     /// `password` matched it. A failure is logged and costs the login nothing: the old hash
     /// still works and the upgrade is tried again at the next login.

@@ -96,7 +96,6 @@ impl State {
         let limits = self.limits();
         let rate = match limit {
             SharedLimit::ResetPerEmail => limits.config().reset_per_email,
-            SharedLimit::LoginPerAccount => limits.config().login_per_account,
         };
         let now_ms = crate::clock::now_ms();
         match self

@@ -274,7 +274,7 @@ pub(super) async fn complete_password_reset(
             StoreError::TokenRejected => ApiError::InvalidToken,
             e => e.into(),
         })?;
-    service.state.mail_wake.notify_one();
+    service.after_new_password(&updated).await;
     Ok(updated.password_changed())
 }
 

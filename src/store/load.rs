@@ -269,6 +269,7 @@ async fn backup_offline(dir: &Path, cache_bytes: u64) -> Result<PathBuf, LoadErr
     })?;
     let store = Store {
         backend: Handle::Sled(source),
+        failures: Default::default(),
     };
     let path = dir.join("copy-store.backup");
     let write = async {

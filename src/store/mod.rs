@@ -15,6 +15,7 @@
 
 mod config;
 pub mod dump;
+mod failures;
 mod hex32;
 pub mod load;
 mod postgres;
@@ -26,8 +27,9 @@ use std::time::Duration;
 
 pub use config::{Backend, PostgresConfig, PostgresTls, StoreConfig};
 pub use records::{
-    Claimed, EventRecord, IssuedToken, Levels, NewEvent, NewUserRecord, OutboxMessage,
-    OutboxRecord, OutboxState, Probe, ProbeCell, SharedLimit, TokenRecord, TokenState, UserRecord,
+    Claimed, EventRecord, FailedLogins, IssuedToken, Levels, NewEvent, NewUserRecord,
+    OutboxMessage, OutboxRecord, OutboxState, Probe, ProbeCell, SharedLimit, TokenRecord,
+    TokenState, UserRecord,
 };
 
 use self::postgres::{PgBackup, PgStore};
@@ -86,6 +88,9 @@ pub enum StoreError {
 pub struct Store {
     /// The backend in use.
     backend: Handle,
+    /// Failed logins on the embedded store, which one daemon serves; PostgreSQL keeps them
+    /// in a table every host shares.
+    failures: std::sync::Arc<failures::FailureBook>,
 }
 
 /// The backends.
@@ -122,7 +127,10 @@ impl Store {
             }
             Backend::Postgres => Handle::Postgres(PgStore::open(&config.postgres, sealer).await?),
         };
-        let store = Store { backend };
+        let store = Store {
+            backend,
+            failures: Default::default(),
+        };
         store.check_key().await?;
         Ok(store)
     }
@@ -380,11 +388,70 @@ impl Store {
         }
     }
 
-    /// Drops shared rate-limit buckets that are full again, up to `limit` of them.
-    pub async fn sweep_limits(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+    /// Drops shared rate-limit buckets that are full again, up to `limit` of them, and the
+    /// login failures that are forgotten: of accounts last failed before
+    /// `account_before_ms`, of client addresses before `address_before_ms`.
+    pub async fn sweep_limits(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        account_before_ms: u64,
+        address_before_ms: u64,
+    ) -> Result<usize, StoreError> {
         match &self.backend {
-            Handle::Sled(_) => Ok(0),
-            Handle::Postgres(p) => p.sweep_limits(now_ms, limit).await,
+            Handle::Sled(_) => Ok(self.failures.sweep(account_before_ms, address_before_ms)),
+            Handle::Postgres(p) => {
+                let buckets = p.sweep_limits(now_ms, limit).await?;
+                let failures = p
+                    .sweep_failures(account_before_ms, address_before_ms, limit)
+                    .await?;
+                Ok(buckets + failures)
+            }
+        }
+    }
+
+    /// The failed logins remembered for `account` (a normalised address) and, when the call
+    /// has one, for the client address `ip` (as the per-IP limits key it).
+    pub async fn failed_logins(
+        &self,
+        account: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<FailedLogins, StoreError> {
+        match &self.backend {
+            Handle::Sled(_) => Ok(self.failures.failed_logins(account, ip)),
+            Handle::Postgres(p) => p.failed_logins(account, ip).await,
+        }
+    }
+
+    /// Counts a failed login on `account` (one more in a row, or the first if the last was
+    /// before `forget_before_ms`) and from `ip`. Not made durable: a crash forgets at most
+    /// the last few, and waiting for a flush would make a failure slower than a login for
+    /// an unknown address.
+    pub async fn login_failed(
+        &self,
+        account: &str,
+        ip: Option<std::net::IpAddr>,
+        now_ms: u64,
+        forget_before_ms: u64,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(_) => {
+                self.failures
+                    .login_failed(account, ip, now_ms, forget_before_ms);
+                Ok(())
+            }
+            Handle::Postgres(p) => p.login_failed(account, ip, now_ms, forget_before_ms).await,
+        }
+    }
+
+    /// Forgets the failed logins of `account`, after a success or a new password.
+    pub async fn forget_login_failures(&self, account: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(_) => {
+                self.failures.forget(account);
+                Ok(())
+            }
+            Handle::Postgres(p) => p.forget_login_failures(account).await,
         }
     }
 

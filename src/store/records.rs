@@ -319,8 +319,6 @@ pub struct Levels {
 pub enum SharedLimit {
     /// Reset requests per normalised address (the cooldown between mails).
     ResetPerEmail,
-    /// Login attempts per account.
-    LoginPerAccount,
 }
 
 impl SharedLimit {
@@ -328,9 +326,20 @@ impl SharedLimit {
     pub(super) fn id(self) -> i16 {
         match self {
             SharedLimit::ResetPerEmail => 1,
-            SharedLimit::LoginPerAccount => 2,
         }
     }
+}
+
+/// The failed logins remembered for one attempt: of its account (a normalised address, with
+/// or without an account behind it) and of its client address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailedLogins {
+    /// Consecutive failures on the account (0 when none is remembered).
+    pub account_failures: u32,
+    /// When the account's last failure was (Unix ms).
+    pub account_last_ms: u64,
+    /// When the client address last failed a login on any account (Unix ms).
+    pub ip_last_ms: Option<u64>,
 }
 
 /// How the store is doing, as the watchdog and `health` see it.

@@ -192,7 +192,7 @@ async fn acknowledged_writes_survive_sigkill_and_tokens_are_never_reused() {
         .unwrap_or(DEFAULT_CYCLES);
     let mut daemon: Daemon = Setup::new()
         .toml(
-            "[limits]\nlogin_per_account = { burst = 100000, per_secs = 1 }\n\
+            "[limits]\nlogin_failures = { free = 100000, max = 100000 }\n\
              token_per_ip = { burst = 100000, per_secs = 1 }",
         )
         .start()

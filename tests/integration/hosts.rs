@@ -582,7 +582,7 @@ async fn killing_one_of_two_hosts_under_load_loses_no_acknowledged_write_and_no_
 
 #[tokio::test]
 async fn the_reset_cooldown_and_the_login_limit_hold_across_hosts() {
-    let limits = "[limits]\nlogin_per_account = { burst = 3, per_secs = 3600 }\n";
+    let limits = "[limits.login_failures]\nfree = 3\nfirst_wait_secs = 600\n";
     let (a, b) = two_hosts(limits).await;
     let (ca, cb) = (a.client().await, b.client().await);
     ca.create_user(new_user("ines@example.com", PASSWORD))
@@ -610,7 +610,7 @@ async fn the_reset_cooldown_and_the_login_limit_hold_across_hosts() {
         matches!(again, Err(ref e) if matches!(e.api(), Some(ApiError::RateLimited { .. }))),
         "{again:?}"
     );
-    // Three login attempts per account per hour, counted over both hosts.
+    // Three failed logins in a row are free, counted over both hosts...
     for (client, ip) in [
         (&ca, "203.0.113.1"),
         (&cb, "203.0.113.2"),
@@ -623,21 +623,45 @@ async fn the_reset_cooldown_and_the_login_limit_hold_across_hosts() {
             ApiError::InvalidCredentials,
         );
     }
+    // ...then the guessers wait on every host, even with the right password: an address
+    // that failed on one host is unclean on the other.
     let fourth = cb
-        .verify_password("ines@example.com", PASSWORD, Some("203.0.113.4"))
+        .verify_password("ines@example.com", PASSWORD, Some("203.0.113.1"))
         .await;
     assert!(
         matches!(fourth, Err(ref e) if matches!(e.api(), Some(ApiError::RateLimited { .. }))),
         "{fourth:?}"
     );
-    // The database keeps only keyed hashes, never the addresses the limits were kept for.
+    // The owner from a clean address gets in on either, and her success clears the count
+    // for both.
+    cb.verify_password("ines@example.com", PASSWORD, Some("203.0.113.4"))
+        .await
+        .expect("the owner from a clean address");
+    assert_api_error(
+        ca.verify_password("ines@example.com", "wrong password", Some("203.0.113.1"))
+            .await,
+        ApiError::InvalidCredentials,
+    );
+    // The database keeps only keyed hashes, never the addresses the limits were kept for:
+    // two reset buckets, and failures for the account and for the three guessing addresses.
     let database = a.database().expect("on PostgreSQL");
     let stored = cluster().psql(database, "SELECT count(*) FROM latchkey_limits");
-    assert_eq!(stored, "3");
+    assert_eq!(stored, "2");
+    let stored = cluster().psql(
+        database,
+        "SELECT string_agg(kind || ':' || failures, ',' ORDER BY kind, failures) \
+         FROM latchkey_login_failures",
+    );
+    assert_eq!(stored, "1:1,2:1,2:1,2:2");
+    let keys = cluster().psql(
+        database,
+        "SELECT bool_and(length(key) = 32) FROM latchkey_login_failures",
+    );
+    assert_eq!(keys, "t", "every key a 32-byte keyed hash");
     let dump = String::from_utf8_lossy(&cluster().dump(database)).into_owned();
     assert!(
         !dump.contains("nobody@example.com"),
-        "an address in the limits table"
+        "an address in the limits tables"
     );
 }
 

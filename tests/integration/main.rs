@@ -12,6 +12,7 @@ const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
 mod crash;
 mod foundation;
 mod hosts;
+mod logins;
 mod mail;
 mod migration;
 mod reset;

@@ -37,6 +37,8 @@ mod lock {
     /// Writing events (shared, by every transaction that appends one) against numbering them
     /// (exclusive).
     pub(super) const EVENTS: i64 = 0x6c61_7463_686b_0005;
+    /// Sweeping forgotten login failures.
+    pub(super) const FAILURES: i64 = 0x6c61_7463_686b_0006;
 
     /// Takes the lock `key` for the rest of the transaction if no other host holds it; the
     /// jobs that run on one host at a time skip their round when it answers `false`.
@@ -105,6 +107,7 @@ macro_rules! transact {
 mod backup;
 mod connect;
 mod events;
+mod failures;
 mod limits;
 mod load;
 mod outbox;

@@ -10,6 +10,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_shared_limits.sql"),
+    include_str!("migrations/0003_login_failures.sql"),
 ];
 
 /// The schema version this daemon writes.
