@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use latchkey_client::ApiError;
+use unicode_normalization::UnicodeNormalization as _;
 
 /// Longest email accepted (RFC 5321's path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
@@ -14,11 +15,14 @@ pub const MAX_ROLE_BYTES: usize = 64;
 /// Longest locale tag, in bytes.
 pub const MAX_LOCALE_BYTES: usize = 35;
 
-/// Trims and lowercases an email and checks that it is a plausible address: one `@`, a
-/// non-empty local part of at most 64 bytes, a domain with a dot and no empty labels, no
-/// whitespace or control characters. Deliverability is the mail server's business.
+/// Trims, lowercases and NFC-normalises an email and checks that it is a plausible address:
+/// one `@`, a non-empty local part of at most 64 bytes, no whitespace, control or invisible
+/// characters ([`invisible`]), and a domain with a dot that UTS 46 (IDNA) accepts. The
+/// domain is kept in its Unicode form after UTS 46 mapping, so `exämple.com`, `EXÄMPLE.com`
+/// and `xn--exmple-cua.com` are one domain and one account. Deliverability is the mail
+/// server's business.
 pub fn email(raw: &str) -> Result<String, ApiError> {
-    let email = raw.trim().to_lowercase();
+    let email: String = raw.trim().to_lowercase().nfc().collect();
     if email.is_empty() || email.len() > MAX_EMAIL_BYTES {
         return Err(ApiError::InvalidEmail);
     }
@@ -26,25 +30,67 @@ pub fn email(raw: &str) -> Result<String, ApiError> {
         return Err(ApiError::InvalidEmail);
     };
     let bad_char = |c: char| {
-        c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"' | '\\' | '@')
+        c.is_whitespace() || invisible(c) || matches!(c, '<' | '>' | ',' | ';' | '"' | '\\' | '@')
     };
-    if local.is_empty()
-        || local.len() > 64
-        || local.chars().any(bad_char)
-        || domain.chars().any(bad_char)
+    if local.is_empty() || local.len() > 64 || local.chars().any(bad_char) {
+        return Err(ApiError::InvalidEmail);
+    }
+    if domain.chars().any(bad_char) {
+        return Err(ApiError::InvalidEmail);
+    }
+    // STD3 rules (letters, digits and hyphens in every ASCII label) and DNS lengths, on the
+    // ASCII form; then back to Unicode, the one form stored.
+    let ascii = idna::domain_to_ascii_strict(domain).map_err(|_| ApiError::InvalidEmail)?;
+    let (domain, checked) = idna::domain_to_unicode(&ascii);
+    if checked.is_err()
         || !domain.contains('.')
-        || domain
-            .split('.')
-            .any(|label| label.is_empty() || label.len() > 63)
+        || domain.split('.').any(str::is_empty)
+        || domain.chars().any(bad_char)
     {
+        return Err(ApiError::InvalidEmail);
+    }
+    let email = format!("{local}@{domain}");
+    if email.len() > MAX_EMAIL_BYTES {
         return Err(ApiError::InvalidEmail);
     }
     Ok(email)
 }
 
-/// A display name: trimmed, at most [`MAX_NAME_BYTES`], no control characters.
+/// Whether `c` is a character a reader cannot see or that changes how the text around it
+/// is shown: controls, format characters (zero-width spaces and joiners, bidirectional
+/// controls such as U+202E, the byte order mark, soft hyphens), line and paragraph
+/// separators, private-use and unassigned code points, and the other default-ignorable
+/// code points that are letters or marks by category (Hangul fillers, variation selectors,
+/// the combining grapheme joiner). Two addresses or names that differ only by such
+/// characters would look the same.
+pub fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory as _};
+    matches!(
+        c.general_category(),
+        G::Control
+            | G::Format
+            | G::LineSeparator
+            | G::ParagraphSeparator
+            | G::PrivateUse
+            | G::Surrogate
+            | G::Unassigned
+    ) || matches!(
+        c,
+        '\u{034F}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FFA0}'
+            | '\u{E0100}'..='\u{E01EF}'
+    )
+}
+
+/// A display name: trimmed and NFC-normalised, at most [`MAX_NAME_BYTES`], no control or
+/// invisible characters ([`invisible`]).
 pub fn name(raw: &str) -> Result<String, ApiError> {
-    let name = raw.trim();
+    let name: String = raw.trim().nfc().collect();
     if name.len() > MAX_NAME_BYTES {
         return Err(invalid(
             "name",
@@ -54,7 +100,16 @@ pub fn name(raw: &str) -> Result<String, ApiError> {
     if name.chars().any(char::is_control) {
         return Err(invalid("name", "contains control characters".into()));
     }
-    Ok(name.to_owned())
+    if let Some(c) = name.chars().find(|&c| invisible(c)) {
+        return Err(invalid(
+            "name",
+            format!(
+                "contains the invisible or direction-changing character U+{:04X}",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(name)
 }
 
 /// A role label: `"user"` when absent; otherwise 1 to 64 bytes of ASCII letters, digits, `-`,
@@ -143,6 +198,80 @@ mod tests {
             email(&format!("{}@example.com", "a".repeat(65))),
             Err(ApiError::InvalidEmail)
         );
+    }
+
+    #[test]
+    fn invisible_and_direction_characters_are_refused_in_emails_and_names() {
+        // Issue 19, item 8: `ada\u{200b}@example.com` was a second account that looks like
+        // `ada@example.com`.
+        for c in [
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{202E}',
+            '\u{202A}',
+            '\u{2066}',
+            '\u{200F}',
+            '\u{061C}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{3164}',
+            '\u{115F}',
+            '\u{FE0F}',
+            '\u{034F}',
+            '\u{E000}',
+            '\u{E0001}',
+        ] {
+            let u = u32::from(c);
+            assert_eq!(
+                email(&format!("ada{c}@example.com")),
+                Err(ApiError::InvalidEmail),
+                "U+{u:04X} in the local part"
+            );
+            assert_eq!(
+                email(&format!("ada@exam{c}ple.com")),
+                Err(ApiError::InvalidEmail),
+                "U+{u:04X} in the domain"
+            );
+            match name(&format!("Ada{c}Lovelace")) {
+                Err(ApiError::InvalidInput { field, reason }) => {
+                    assert_eq!(field, "name");
+                    assert!(reason.contains(&format!("U+{u:04X}")), "{reason}");
+                }
+                other => panic!("U+{u:04X} in a name: {other:?}"),
+            }
+        }
+        // Visible letters of every script stay welcome.
+        assert_eq!(name(" Zoë 李 Ñandú "), Ok("Zoë 李 Ñandú".into()));
+        assert_eq!(email("zoë@example.com"), Ok("zoë@example.com".into()));
+    }
+
+    #[test]
+    fn an_internationalised_domain_is_one_domain_in_every_form_it_is_written_in() {
+        let one = Ok("ada@exämple.com".to_owned());
+        for form in [
+            "ada@exämple.com",
+            "ada@EXÄMPLE.COM",
+            "ada@xn--exmple-cua.com",
+            "ADA@XN--EXMPLE-CUA.COM",
+            // Decomposed: a + combining diaeresis.
+            "ada@exa\u{0308}mple.com",
+            // A fullwidth full stop, which UTS 46 maps to '.'.
+            "ada@exämple\u{FF0E}com",
+        ] {
+            assert_eq!(email(form), one, "{form:?}");
+        }
+        // NFC in the local part too.
+        assert_eq!(
+            email("zoe\u{0308}@example.com"),
+            Ok("zoë@example.com".into())
+        );
+        for bad in ["ada@xn--zz.com", "ada@ex_ample.com", "ada@-example.com"] {
+            assert_eq!(email(bad), Err(ApiError::InvalidEmail), "{bad:?}");
+        }
     }
 
     #[test]

@@ -76,10 +76,8 @@ impl Composer {
             .to
             .parse()
             .map_err(|e| ComposeError::Recipient(format!("{e}")))?;
-        let name = clean(&job.name);
         let mut vars = Vars::default();
         vars.set("product", self.product.clone());
-        vars.set("name", name.clone());
         vars.set("email", job.to.clone());
         vars.set("client_ip", job.client_ip.clone().unwrap_or_default());
         vars.set("at", utc(job.at));
@@ -101,7 +99,7 @@ impl Composer {
         let rendered = self
             .templates
             .render(job.kind, job.locale.as_deref(), &vars);
-        let to = Mailbox::new((!name.is_empty()).then_some(name), address);
+        let to = Mailbox::new(None, address);
         let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -130,15 +128,6 @@ impl Composer {
     }
 }
 
-/// A display name without control characters (which have no place in a header or a greeting).
-fn clean(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +136,6 @@ mod tests {
         MailJob {
             kind,
             to: "ada@example.com".into(),
-            name: "Ada Lovelace".into(),
             locale: None,
             link: Some("https://app.example/reset?token=abc".into()),
             expires_at: Some(1_000_000 + 1800),
@@ -165,7 +153,7 @@ mod tests {
         let text = String::from_utf8(message.formatted()).unwrap();
         for header in [
             "From: Latchkey <no-reply@localhost>\r\n",
-            "To: \"Ada Lovelace\" <ada@example.com>\r\n",
+            "To: ada@example.com\r\n",
             "Subject: Reset your Latchkey password\r\n",
             "Message-ID: <latchkey.1000000.7@localhost>\r\n",
             "Auto-Submitted: auto-generated\r\n",

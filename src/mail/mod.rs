@@ -79,14 +79,17 @@ impl MailKind {
 
 /// One message to send, as queued in the (sealed) outbox. Rendering happens at send time, so
 /// a template fix applies to mail already queued.
+///
+/// It holds no display name: a name is whatever the application's sign-up form let a user
+/// type, and printed into a genuine security mail from the product's own sender it could
+/// carry an attacker's instructions (issue 19, item 8). Mail queued by older versions, which
+/// has a `name`, still opens: unknown fields are ignored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailJob {
     /// Which message.
     pub kind: MailKind,
     /// Recipient address (normalised).
     pub to: String,
-    /// Recipient's display name (may be empty).
-    pub name: String,
     /// Recipient's locale, for choosing a template.
     pub locale: Option<String>,
     /// The reset link (reset mail only).

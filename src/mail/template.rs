@@ -3,7 +3,7 @@
 //!
 //! # The language
 //!
-//! - `{{name}}` is replaced by the variable's value. In `.html` templates the value is
+//! - `{{email}}` is replaced by the variable's value. In `.html` templates the value is
 //!   HTML-escaped (`& < > " '`), so it is safe in text and in quoted attributes such as
 //!   `href="{{link}}"`; in `.txt` and `.subject` templates it is inserted as is.
 //! - `{{#name}}…{{/name}}` keeps its content only when the variable is not empty (for example
@@ -14,8 +14,7 @@
 //!
 //! # Variables
 //!
-//! Every message: `product` (`mail.product_name`), `name` (the user's display name, may be
-//! empty), `email` (the recipient address), `client_ip` (the address the application passed
+//! Every message: `product` (`mail.product_name`), `email` (the recipient address), `client_ip` (the address the application passed
 //! with the request, may be empty), `at` (when the request or change happened, such as
 //! `2025-01-31 14:05 UTC`).
 //!
@@ -27,7 +26,7 @@
 use super::MailKind;
 
 /// Variables every message has.
-const COMMON_VARIABLES: &[&str] = &["product", "name", "email", "client_ip", "at"];
+const COMMON_VARIABLES: &[&str] = &["product", "email", "client_ip", "at"];
 
 /// Variables only the reset mail has.
 const RESET_VARIABLES: &[&str] = &["link", "expires_at", "expires_in_minutes"];
@@ -277,10 +276,10 @@ mod tests {
 
     #[test]
     fn substitutes_and_escapes_only_in_html() {
-        let source = "<a href=\"{{ link }}\">{{name}}</a>";
+        let source = "<a href=\"{{ link }}\">{{email}}</a>";
         let pairs = [
             ("link", "https://x/?a=1&b=\"2\""),
-            ("name", "<Ada & 'Bob'>"),
+            ("email", "<Ada & 'Bob'>"),
         ];
         assert_eq!(
             render(source, &pairs, true),
@@ -294,11 +293,11 @@ mod tests {
 
     #[test]
     fn sections_show_only_non_empty_values_and_standalone_tags_take_their_line() {
-        let source = "Hello{{#name}} {{name}}{{/name}},\n{{#client_ip}}\nFrom {{client_ip}}.\n{{/client_ip}}\nBye\n";
+        let source = "Hello{{#email}} {{email}}{{/email}},\n{{#client_ip}}\nFrom {{client_ip}}.\n{{/client_ip}}\nBye\n";
         assert_eq!(
             render(
                 source,
-                &[("name", "Ada"), ("client_ip", "192.0.2.1")],
+                &[("email", "Ada"), ("client_ip", "192.0.2.1")],
                 false
             ),
             "Hello Ada,\nFrom 192.0.2.1.\nBye\n"
@@ -313,9 +312,11 @@ mod tests {
         let err = |source, kind| Template::parse(source, kind).unwrap_err();
         assert!(err("a\n{{nmae}}", reset).starts_with("line 2: unknown variable {{nmae}}"));
         assert!(err("{{link}}", changed).contains("unknown variable {{link}}"));
+        // Display names reach no mail (issue 19, item 8).
+        assert!(err("Hello {{name}}", reset).contains("unknown variable {{name}}"));
         assert!(err("{{link", reset).contains("never closed"));
-        assert!(err("{{#name}}x", reset).contains("{{#name}} is never closed"));
-        assert!(err("{{#name}}{{/email}}", reset).contains("closes {{#name}}"));
-        assert!(err("{{/name}}", reset).contains("has no {{#name}}"));
+        assert!(err("{{#email}}x", reset).contains("{{#email}} is never closed"));
+        assert!(err("{{#email}}{{/at}}", reset).contains("closes {{#email}}"));
+        assert!(err("{{/email}}", reset).contains("has no {{#email}}"));
     }
 }

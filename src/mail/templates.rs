@@ -363,7 +363,7 @@ mod tests {
             std::fs::create_dir(&sub).unwrap();
             std::fs::write(
                 sub.join("password_changed.txt"),
-                format!("{word} {{{{name}}}}"),
+                format!("{word} {{{{email}}}}"),
             )
             .unwrap();
             std::fs::write(sub.join("password_changed.html"), format!("<p>{word}</p>")).unwrap();
@@ -375,7 +375,7 @@ mod tests {
             ..MailConfig::default()
         };
         let templates = Templates::load(&config).unwrap();
-        let v = vars(&[("name", "Ana"), ("product", "Acme")]);
+        let v = vars(&[("email", "Ana"), ("product", "Acme")]);
         let pt = templates.render(MailKind::PasswordChanged, Some("pt-BR"), &v);
         assert_eq!((pt.locale.as_str(), pt.subject.as_str()), ("pt", "Senha"));
         assert_eq!(pt.text, "Olá Ana");

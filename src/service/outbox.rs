@@ -43,7 +43,6 @@ impl Service {
         MailJob {
             kind: MailKind::PasswordChanged,
             to: user.email.clone(),
-            name: user.name.clone(),
             locale: user.locale.clone(),
             link: None,
             expires_at: None,

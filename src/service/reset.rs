@@ -153,7 +153,6 @@ pub(super) async fn request_password_reset(
     let job = MailJob {
         kind: MailKind::PasswordReset,
         to: email,
-        name: active.map(|u| u.name.clone()).unwrap_or_default(),
         locale: active.and_then(|u| u.locale.clone()).or(locale),
         link: Some(reset.link(&raw)),
         expires_at: Some(issued.record.expires_at),

@@ -155,7 +155,10 @@ async fn a_reset_mail_arrives_over_smtp_with_its_link_and_the_change_notice_foll
     let sink = SmtpSink::start(free_port()).await;
     let daemon = smtp_setup(sink.port()).start().await;
     let client = daemon.client().await;
-    user(&client, "ada@example.com", "Ada <Lovelace>", None).await;
+    // A display name is whatever a sign-up form let someone type; none reaches a mail
+    // (issue 19, item 8: this one was printed verbatim into the product's genuine mail).
+    let name = "Ada. URGENT: reset it NOW at https://evil.example/ <Lovelace>";
+    user(&client, "ada@example.com", name, None).await;
 
     request_reset(&client, "ada@example.com", None).await;
     let received = sink.wait_for(1).await;
@@ -163,20 +166,29 @@ async fn a_reset_mail_arrives_over_smtp_with_its_link_and_the_change_notice_foll
     assert_well_formed(mail);
     assert_eq!(mail.mail_from.as_deref(), Some("no-reply@localhost"));
     assert_eq!(mail.rcpt_tos, ["ada@example.com"]);
-    assert_eq!(mail.header("To"), "\"Ada <Lovelace>\" <ada@example.com>");
+    assert_eq!(mail.header("To"), "ada@example.com");
     assert_eq!(mail.header("Subject"), "Reset your Latchkey password");
     assert_eq!(mail.header("Content-Language"), "en");
     let link = mail.link();
     assert!(link.ends_with("&via=mail"), "{link}");
     let token = token_of(&link);
     let (text, html) = (mail.text(), mail.html());
-    assert!(text.contains("Hello Ada <Lovelace>,"), "{text}");
+    assert_eq!(text.lines().next(), Some("Hello,"), "{text}");
+    let headers = format!("{:?}", mail.headers);
+    for part in [text, html, &headers] {
+        for piece in ["URGENT", "evil.example", "Lovelace"] {
+            assert!(
+                !part.contains(piece),
+                "{piece:?} of the name in the mail: {part}"
+            );
+        }
+    }
     assert!(text.contains("expires in 30 minutes"), "{text}");
     assert!(
         text.contains("The request came from 203.0.113.7 at "),
         "{text}"
     );
-    assert!(html.contains("Hello Ada &lt;Lovelace&gt;,"), "{html}");
+    assert!(html.contains("<p>Hello,</p>"), "{html}");
     let escaped = link.replace('&', "&amp;");
     assert!(html.contains(&format!("href=\"{escaped}\"")), "{html}");
 
@@ -194,11 +206,13 @@ async fn a_reset_mail_arrives_over_smtp_with_its_link_and_the_change_notice_foll
         notice.header("Subject"),
         "Your Latchkey password was changed"
     );
-    assert!(
-        notice.text().contains("Hello Ada <Lovelace>,"),
+    assert_eq!(
+        notice.text().lines().next(),
+        Some("Hello,"),
         "{}",
         notice.text()
     );
+    assert!(!notice.text().contains("URGENT"), "{}", notice.text());
     assert!(!notice.text().contains("https://"), "{}", notice.text());
     assert_ne!(notice.header("Message-ID"), mail.header("Message-ID"));
 
@@ -432,11 +446,11 @@ async fn templates_are_overridden_per_locale_with_a_fallback_to_the_default() {
     );
     write(
         &templates.join("pt/password_reset.txt"),
-        "Olá {{name}}! Nova senha: {{link}} ({{expires_in_minutes}} minutos)\n",
+        "Olá {{email}}! Nova senha: {{link}} ({{expires_in_minutes}} minutos)\n",
     );
     write(
         &templates.join("pt/password_reset.html"),
-        "<p>Olá {{name}}!</p><p><a href=\"{{link}}\">Nova senha</a></p>\n",
+        "<p>Olá {{email}}!</p><p><a href=\"{{link}}\">Nova senha</a></p>\n",
     );
     write(
         &templates.join("en/password_reset.txt"),
@@ -473,12 +487,12 @@ async fn templates_are_overridden_per_locale_with_a_fallback_to_the_default() {
     let link = joao.link();
     assert!(
         joao.text()
-            .starts_with(&format!("Olá João <Silva>! Nova senha: {link} (")),
+            .starts_with(&format!("Olá joao@example.com! Nova senha: {link} (")),
         "{}",
         joao.text()
     );
     let html = joao.html();
-    assert!(html.contains("<p>Olá João &lt;Silva&gt;!</p>"), "{html}");
+    assert!(html.contains("<p>Olá joao@example.com!</p>"), "{html}");
     assert!(
         html.contains(&format!("href=\"{}\"", link.replace('&', "&amp;"))),
         "{html}"
@@ -498,7 +512,7 @@ async fn templates_are_overridden_per_locale_with_a_fallback_to_the_default() {
     let anon = mail_to(&received, "anon@example.com");
     assert_eq!(anon.header("Content-Language"), "pt");
     assert!(
-        anon.text().starts_with("Olá ! Nova senha"),
+        anon.text().starts_with("Olá anon@example.com! Nova senha"),
         "{}",
         anon.text()
     );
@@ -518,7 +532,7 @@ async fn templates_are_overridden_per_locale_with_a_fallback_to_the_default() {
     assert_eq!(notice.header("Subject"), "Your Acme password was changed");
     assert_eq!(notice.header("Content-Language"), "en");
     assert!(
-        notice.text().contains("Hello João <Silva>,"),
+        notice.text().lines().next() == Some("Hello,"),
         "{}",
         notice.text()
     );
@@ -546,7 +560,7 @@ async fn the_file_transport_writes_a_private_eml_with_the_link_and_both_parts() 
     assert_eq!(mode(&mail_dir), 0o700);
     let mail = parse_eml(&files[0]).await;
     assert_well_formed(&mail);
-    assert_eq!(mail.header("To"), "Ada <ada@example.com>");
+    assert_eq!(mail.header("To"), "ada@example.com");
     assert_eq!(mail.header("Subject"), "Reset your Latchkey password");
     let link = mail.link();
     assert!(

@@ -458,3 +458,68 @@ async fn a_reset_flood_from_many_ips_at_one_address_sends_one_mail() {
         "{outbox:?}"
     );
 }
+
+/// Issue 19, item 8: addresses that look alike were separate accounts, and names could hide
+/// or reorder text.
+#[tokio::test]
+async fn look_alike_addresses_and_names_are_refused_and_one_mailbox_is_one_account() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let ada = client
+        .create_user(new_user("ada@exämple.com", "ada's long password"))
+        .await
+        .expect("create_user");
+    assert_eq!(ada.email, "ada@exämple.com");
+    // The same mailbox in its ASCII form, in capitals, decomposed: the same account.
+    for form in [
+        "ada@xn--exmple-cua.com",
+        "ADA@EXÄMPLE.COM",
+        "ada@exa\u{0308}mple.com",
+    ] {
+        assert_eq!(
+            api_error(
+                client
+                    .create_user(new_user(form, "another password 1"))
+                    .await
+            ),
+            ApiError::EmailTaken,
+            "{form:?}"
+        );
+        assert_eq!(
+            client.find_user(form).await.expect("find_user").id,
+            ada.id,
+            "{form:?}"
+        );
+        client
+            .verify_password(form, "ada's long password", None)
+            .await
+            .expect("one mailbox, one login");
+    }
+    // Invisible and direction characters make no second account that looks like the first.
+    for look_alike in [
+        "ada\u{200B}@exämple.com",
+        "ada@exä\u{200D}mple.com",
+        "\u{202E}ada@exämple.com",
+        "ada\u{2028}@exämple.com",
+    ] {
+        assert_eq!(
+            api_error(
+                client
+                    .create_user(new_user(look_alike, "another password 1"))
+                    .await
+            ),
+            ApiError::InvalidEmail,
+            "{look_alike:?}"
+        );
+    }
+    for name in ["Ada\u{202E}ecalevoL", "Ada\u{200B}", "Ada\u{2029}Lovelace"] {
+        let mut user = new_user("named@example.com", "another password 1");
+        user.name = name.into();
+        match api_error(client.create_user(user).await) {
+            ApiError::InvalidInput { field, .. } => assert_eq!(field, "name", "{name:?}"),
+            other => panic!("{name:?}: {other:?}"),
+        }
+    }
+    let users = client.list_users(0, 10).await.expect("list_users");
+    assert_eq!(users.len(), 1, "nothing else was stored: {users:?}");
+}
