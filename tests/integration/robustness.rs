@@ -523,3 +523,22 @@ async fn look_alike_addresses_and_names_are_refused_and_one_mailbox_is_one_accou
     let users = client.list_users(0, 10).await.expect("list_users");
     assert_eq!(users.len(), 1, "nothing else was stored: {users:?}");
 }
+
+/// Issue 19, item 9: serde's message quoted a mistyped value into tarpc's WARN line, so a
+/// client bug that put a password where an id belongs wrote the password to the journal.
+#[tokio::test]
+async fn a_secret_in_a_mistyped_field_never_reaches_the_log() {
+    let daemon = Daemon::start().await;
+    let secret = "Tr0ub4dor&3 my real password";
+    let mistyped = request_json(1, LatchkeyRequest::GetUser { id: 1 })
+        .replace("\"id\":1}", &format!("\"id\":{secret:?}}}"));
+    let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+    raw.write_all(&frame(mistyped.as_bytes()))
+        .await
+        .expect("write");
+    assert_closed_by_daemon(&mut raw).await;
+    daemon
+        .wait_for_log("a frame that does not decode: a value of the wrong type")
+        .await;
+    daemon.assert_log_lacks(&[secret, "Tr0ub4dor"]);
+}
