@@ -78,6 +78,11 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     tame_malloc();
+    // Everything the daemon and its offline jobs create (the store's files, the outbox key,
+    // .eml files, restored stores) is for its own user only, whatever umask it was started
+    // with: outside systemd's UMask= a shell's 022 made the database files world-readable
+    // (issue 19, item 12). Modes set explicitly (the socket's 0660) are not affected.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
     let config = Config::load(args.config.as_deref()).context("invalid configuration")?;
     if args.check_config {

@@ -174,12 +174,25 @@ impl SubjectsConfig {
 }
 
 /// The `file` transport.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     /// Where the `.eml` files go (created with mode 0700; each file is 0600, since a reset
     /// mail holds a live link). Unset means `mail/` inside the store's data directory.
     pub dir: Option<PathBuf>,
+    /// `.eml` files older than this are deleted (at start and then at most once a minute,
+    /// after a mail is written); 0 keeps them. The default, a day, is the longest a reset
+    /// link can live, so no file outlives its link by more than that.
+    pub keep_secs: u64,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            dir: None,
+            keep_secs: 86_400,
+        }
+    }
 }
 
 /// The `smtp` transport.

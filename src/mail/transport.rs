@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::Credentials;
@@ -20,8 +21,8 @@ use super::SetupError;
 /// variable is done here, at start-up, so a missing secret stops the daemon instead of every
 /// message.
 pub(crate) enum TransportSetup {
-    /// Write `.eml` files into this directory.
-    File(PathBuf),
+    /// Write `.eml` files into a directory.
+    File(FileSink),
     /// Send over SMTP; built into a pool once a runtime is running (the pool spawns a task).
     Smtp(Box<AsyncSmtpTransportBuilder>),
 }
@@ -29,7 +30,7 @@ pub(crate) enum TransportSetup {
 /// A running transport.
 pub(crate) enum Transport {
     /// See [`TransportSetup::File`].
-    File(PathBuf),
+    File(FileSink),
     /// lettre's SMTP transport, a new connection per message.
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
 }
@@ -83,7 +84,13 @@ impl TransportSetup {
                         path: dir.clone(),
                         source,
                     })?;
-                Ok(TransportSetup::File(dir))
+                let sink = FileSink {
+                    dir,
+                    keep_ms: config.file.keep_secs.saturating_mul(1000),
+                    pruned_at_ms: AtomicU64::new(0),
+                };
+                sink.prune();
+                Ok(TransportSetup::File(sink))
             }
             TransportKind::Smtp => Ok(TransportSetup::Smtp(Box::new(smtp_builder(&config.smtp)?))),
         }
@@ -92,7 +99,7 @@ impl TransportSetup {
     /// Starts the transport. Needs a running tokio runtime.
     pub(crate) fn start(self) -> Transport {
         match self {
-            TransportSetup::File(dir) => Transport::File(dir),
+            TransportSetup::File(sink) => Transport::File(sink),
             TransportSetup::Smtp(builder) => Transport::Smtp(builder.build()),
         }
     }
@@ -177,14 +184,19 @@ impl Transport {
                 )),
                 Err(e) => Err(classify(&e)),
             },
-            Transport::File(dir) => {
-                let path = dir.join(file_name);
+            Transport::File(sink) => {
+                let path = sink.dir.join(file_name);
                 let bytes = message.formatted();
                 let target = path.clone();
                 tokio::task::spawn_blocking(move || write_file(&target, &bytes))
                     .await
                     .map_err(|e| Failure::transient(format!("writer task failed: {e}")))?
                     .map_err(|e| Failure::transient(format!("{}: {e}", path.display())))?;
+                if sink.prune_due() {
+                    let dir = sink.dir.clone();
+                    let keep_ms = sink.keep_ms;
+                    tokio::task::spawn_blocking(move || prune(&dir, keep_ms));
+                }
                 Ok(format!("written to {}", path.display()))
             }
         }
@@ -195,6 +207,78 @@ impl Transport {
         if let Transport::Smtp(smtp) = self {
             smtp.shutdown().await;
         }
+    }
+}
+
+/// The file transport's directory and its retention.
+pub(crate) struct FileSink {
+    /// Where the `.eml` files go.
+    dir: PathBuf,
+    /// How long a file is kept (`mail.file.keep_secs`, in ms); 0 keeps every file.
+    keep_ms: u64,
+    /// When the directory was last pruned (Unix ms).
+    pruned_at_ms: AtomicU64,
+}
+
+/// How often, at most, the `.eml` directory is pruned: each prune reads the whole directory.
+const PRUNE_EVERY_MS: u64 = 60_000;
+
+impl FileSink {
+    /// Deletes the files past their retention now.
+    fn prune(&self) {
+        self.pruned_at_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+        prune(&self.dir, self.keep_ms);
+    }
+
+    /// Whether a prune is due, marking it done if so.
+    fn prune_due(&self) -> bool {
+        let now = crate::clock::now_ms();
+        let last = self.pruned_at_ms.load(Ordering::Relaxed);
+        self.keep_ms > 0
+            && now.saturating_sub(last) >= PRUNE_EVERY_MS
+            && self
+                .pruned_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// Deletes the `.eml` files in `dir` last modified more than `keep_ms` ago (none when
+/// `keep_ms` is 0). A failure is logged and tried again at the next prune.
+fn prune(dir: &Path, keep_ms: u64) {
+    if keep_ms == 0 {
+        return;
+    }
+    let Some(cutoff) = std::time::SystemTime::now().checked_sub(Duration::from_millis(keep_ms))
+    else {
+        return;
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read the mail directory to prune it");
+            return;
+        }
+    };
+    let mut removed = 0u64;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified < cutoff);
+        if old && path.extension().is_some_and(|e| e == "eml") {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot delete an old .eml file")
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, dir = %dir.display(), "deleted .eml files past mail.file.keep_secs");
     }
 }
 

@@ -455,9 +455,11 @@ impl Store {
         }
     }
 
-    /// Appends an event on its own, without waiting for durability: for events that no caller
-    /// is told about (a failed login), where a flush would only slow the failure path and
-    /// make it distinguishable by timing from a login for an unknown address.
+    /// Appends an event on its own, durable within a fraction of a second but not waited on:
+    /// for events that no caller is told about (a failed login), where waiting for a flush
+    /// would only slow the failure path and make it distinguishable by timing from a login
+    /// for an unknown address. sled's group commit is asked for a flush at once; PostgreSQL
+    /// commits asynchronously and its WAL writer flushes within `wal_writer_delay`.
     pub async fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
         match &self.backend {
             Handle::Sled(s) => s.record_event(event),

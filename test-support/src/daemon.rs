@@ -39,6 +39,8 @@ pub struct Setup {
     clean_stop: bool,
     /// The PostgreSQL database the daemon uses, when it does.
     database: Option<String>,
+    /// The umask the daemon is started with, when the test sets one.
+    umask: Option<u32>,
 }
 
 impl Default for Setup {
@@ -108,7 +110,15 @@ impl Setup {
             env: Vec::new(),
             clean_stop: false,
             database: None,
+            umask: None,
         }
+    }
+
+    /// Starts the daemon with the umask `mask` (through `sh -c 'umask ...; exec ...'`), as a
+    /// shell or a service manager without `UMask=` would.
+    pub fn umask(mut self, mask: u32) -> Setup {
+        self.umask = Some(mask);
+        self
     }
 
     /// Stops the daemon with SIGTERM when the test ends and fails the test unless it exits
@@ -345,7 +355,17 @@ impl Daemon {
             .append(true)
             .open(&self.log_file)
             .expect("cannot open the daemon log");
-        let child = Command::new(&self.binary)
+        let mut command = match self.setup.umask {
+            None => Command::new(&self.binary),
+            Some(mask) => {
+                let mut sh = Command::new("/bin/sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(&self.binary);
+                sh
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(&self.config_file)
             .env_clear()

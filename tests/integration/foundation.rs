@@ -557,3 +557,34 @@ async fn check_config_prints_the_effective_configuration_as_toml() {
         "{result}"
     );
 }
+
+/// Issue 19, item 12: a failed login's event was written but never flushed on its own, so a
+/// crash before the next durable write erased the trace of a guessing attempt.
+#[tokio::test]
+async fn a_failed_login_is_in_the_event_log_after_a_crash() {
+    let mut daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let ada = client
+        .create_user(new_user("ada@example.com", PASSWORD))
+        .await
+        .expect("create_user");
+    assert_api_error(
+        client
+            .verify_password("ada@example.com", "a wrong guess", Some("198.51.100.4"))
+            .await,
+        ApiError::InvalidCredentials,
+    );
+    // The reply does not wait for the flush; the flush follows within milliseconds. A
+    // second is far beyond that, and nothing else writes meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon.kill9().await;
+    daemon.restart().await;
+    let events = daemon.client().await.events(0, 100).await.expect("events");
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == latchkey_client::EventKind::LoginFailed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0].user_id, Some(ada.id));
+    assert_eq!(failed[0].client_ip.as_deref(), Some("198.51.100.4"));
+}

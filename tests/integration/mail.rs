@@ -606,3 +606,40 @@ async fn eml_files_eventually(dir: &Path, count: usize) -> Vec<PathBuf> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Issue 19, item 12: `.eml` files with live links stayed forever in the file transport's
+/// directory. Those past `mail.file.keep_secs` are deleted; others are left alone.
+#[tokio::test]
+async fn eml_files_past_their_retention_are_deleted_and_the_rest_kept() {
+    let setup = Setup::new();
+    let mail_dir = setup.dir().join("outgoing");
+    std::fs::create_dir_all(&mail_dir).expect("mkdir");
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    let put = |name: &str, old: bool| {
+        let path = mail_dir.join(name);
+        let file = std::fs::File::create(&path).expect("create");
+        if old {
+            file.set_modified(two_days_ago).expect("set mtime");
+        }
+        path
+    };
+    let old_mail = put("old.eml", true);
+    let old_other = put("notes.txt", true);
+    let recent_mail = put("recent.eml", false);
+    let daemon = setup
+        .toml(&format!(
+            "[mail.file]\ndir = {:?}\nkeep_secs = 86400",
+            mail_dir.to_str().expect("UTF-8 path")
+        ))
+        .start()
+        .await;
+    daemon
+        .wait_for_log("deleted .eml files past mail.file.keep_secs")
+        .await;
+    assert!(!old_mail.exists(), "a two-day-old .eml is kept");
+    assert!(
+        old_other.exists(),
+        "a file that is no mail is not ours to delete"
+    );
+    assert!(recent_mail.exists(), "a recent .eml is deleted");
+}

@@ -346,3 +346,65 @@ async fn a_rust_client_connects_again_after_the_daemon_restarts() {
         .await
         .expect("clones share the new connection");
 }
+
+/// Issue 19, item 12: outside systemd's `UMask=`, a shell's umask made the store's files
+/// world-readable (0644). Started with umask 000, the most open there is, every file the
+/// daemon makes is still its user's alone.
+#[tokio::test]
+async fn every_file_the_daemon_makes_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let setup = Setup::new().umask(0o000);
+    let mail_dir = setup.dir().join("outgoing");
+    let daemon = setup
+        .toml(&format!(
+            "[mail.file]\ndir = {:?}",
+            mail_dir.to_str().expect("UTF-8")
+        ))
+        .start()
+        .await;
+    let client = daemon.client().await;
+    client
+        .create_user(new_user("ada@example.com", "ada's long password"))
+        .await
+        .expect("create_user");
+    client
+        .request_password_reset("ada@example.com", None, None)
+        .await
+        .expect("request_password_reset");
+    daemon.wait_for_log("mail sent").await;
+    let mut checked = 0;
+    for root in [daemon.data_dir(), mail_dir.as_path()] {
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let mode = std::fs::metadata(&dir)
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+            for entry in std::fs::read_dir(&dir).expect("read_dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let mode = std::fs::metadata(&path)
+                    .expect("metadata")
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o077, 0, "{} is {:o}", path.display(), mode & 0o777);
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} files: the store and the mail were not written"
+    );
+    // The socket keeps the mode it is given on purpose: the app group may connect.
+    let socket = std::fs::metadata(daemon.socket())
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(socket & 0o777, 0o660);
+}

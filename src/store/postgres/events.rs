@@ -80,12 +80,14 @@ pub(super) async fn append(
 impl PgStore {
     /// See [`crate::store::Store::record_event`].
     pub(in crate::store) async fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
-        let c = self.client().await?;
-        match append(&c, &event).await {
-            Ok(()) => Ok(()),
-            Err(TxError::Sql(e)) => Err(sql(e)),
-            Err(TxError::Store(e)) => Err(e),
-        }
+        transact!(self, |tx| {
+            // Committed without waiting for the WAL flush, which the WAL writer does within a
+            // fraction of a second (wal_writer_delay): durable soon, and the caller's reply
+            // is not held up by it, as on sled.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .await?;
+            append(&tx, &event).await
+        })
     }
 
     /// Numbers the events whose transactions have all ended; see the module's comment.

@@ -49,17 +49,23 @@ impl GroupCommit {
         })
     }
 
-    /// Waits until every write made before the call is durable.
-    pub(super) async fn wait(&self) -> Result<(), StoreError> {
+    /// Asks for a flush that covers every write made before the call, without waiting for
+    /// it; returns the ticket that flush will reach.
+    pub(super) fn request(&self) -> Result<u64, StoreError> {
         let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         match self.wake.try_send(()) {
             // Full means a wake-up is pending already; the flush it triggers reads `requested`
             // after our increment, so it covers this ticket.
-            Ok(()) | Err(TrySendError::Full(())) => {}
+            Ok(()) | Err(TrySendError::Full(())) => Ok(ticket),
             Err(TrySendError::Disconnected(())) => {
-                return Err(StoreError::Durability("commit thread stopped".into()))
+                Err(StoreError::Durability("commit thread stopped".into()))
             }
         }
+    }
+
+    /// Waits until every write made before the call is durable.
+    pub(super) async fn wait(&self) -> Result<(), StoreError> {
+        let ticket = self.request()?;
         let mut progress = self.progress.clone();
         let seen = progress
             .wait_for(|p| p.flushed >= ticket || p.failed >= ticket)

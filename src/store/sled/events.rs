@@ -67,7 +67,11 @@ impl SledStore {
     pub(in crate::store) fn record_event(&self, event: NewEvent) -> Result<(), StoreError> {
         let event = self.new_event(event)?;
         // A transaction of its own, like every write, so a running backup sees it.
-        self.transact(|tx| tx.append_event(&event))
+        self.transact(|tx| tx.append_event(&event))?;
+        // Durable at the next flush, which is asked for now and not waited on: within
+        // milliseconds, not at whatever durable write happens to come next (issue 19, item
+        // 12), and the caller's reply is not held up by it.
+        self.inner.commit.request().map(|_| ())
     }
 
     /// See [`crate::store::Store::events_after`].
