@@ -35,6 +35,13 @@ struct MethodLabels {
     method: &'static str,
 }
 
+/// Labels of the refused-connection counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    /// The limit the connection was over.
+    reason: &'static str,
+}
+
 /// Every metric the daemon exports.
 pub(crate) struct Metrics {
     /// Holds the metrics for rendering, and the [`Levels`] collector once registered.
@@ -45,6 +52,8 @@ pub(crate) struct Metrics {
     latency: Family<MethodLabels, Histogram>,
     /// Time hash requests waited for a hashing slot.
     hash_wait: Histogram,
+    /// Connections closed at accept, by the limit they were over.
+    connections_refused: Family<ReasonLabels, Counter>,
     /// The store's levels for the render in progress, read by the collector.
     store_levels: StoreLevels,
 }
@@ -78,11 +87,18 @@ impl Metrics {
             "Time a password hash waited for a hashing slot",
             hash_wait.clone(),
         );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, by the limit they were over",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
             calls,
             latency,
             hash_wait,
+            connections_refused,
             store_levels: StoreLevels::default(),
         }
     }
@@ -105,6 +121,13 @@ impl Metrics {
         self.latency
             .get_or_create(&MethodLabels { method })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one connection refused for `reason`.
+    pub(crate) fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The histogram the password pool records its waits in.

@@ -32,6 +32,7 @@ mod api;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -124,7 +125,9 @@ impl Default for ConnectOptions {
 ///
 /// When the connection is lost (the daemon restarted, say), the call that noticed fails with
 /// [`Error::Rpc`] (it may or may not have taken effect: re-read before retrying a change) and
-/// the client connects again, so later calls work once the daemon is back.
+/// the client connects again, so later calls work once the daemon is back. A connection the
+/// daemon closed while no call was on it (it closes idle ones, after `server.idle_timeout_secs`)
+/// is replaced before the next call is sent, so that call does not fail.
 #[derive(Clone, Debug)]
 pub struct Client {
     /// The connection and how to make it again.
@@ -138,12 +141,74 @@ struct Shared {
     path: PathBuf,
     /// The options, for reconnecting.
     options: ConnectOptions,
-    /// The current tarpc stub and its generation, bumped on every reconnect.
-    stub: RwLock<(u64, LatchkeyClient)>,
+    /// The current connection and its generation, bumped on every reconnect.
+    stub: RwLock<(u64, Connection)>,
+}
+
+/// One connection: the tarpc stub, and whether the daemon has closed the socket under it.
+#[derive(Clone, Debug)]
+struct Connection {
+    /// The stub calls are made on.
+    stub: LatchkeyClient,
+    /// Set once a read of the socket found its end (or failed).
+    closed: Arc<AtomicBool>,
+}
+
+/// The socket with one addition: it notes when its read side ends, so the client can tell a
+/// connection the daemon has closed before it sends a call on it.
+struct Watched {
+    /// The socket.
+    inner: tokio::net::UnixStream,
+    /// Set when a read returns end-of-file or an error.
+    closed: Arc<AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let ended = match &polled {
+            std::task::Poll::Ready(Ok(())) => buf.filled().len() == before && buf.remaining() > 0,
+            std::task::Poll::Ready(Err(_)) => true,
+            std::task::Poll::Pending => false,
+        };
+        if ended {
+            self.closed.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Opens one connection.
-async fn open(path: &Path, options: &ConnectOptions) -> Result<LatchkeyClient, Error> {
+async fn open(path: &Path, options: &ConnectOptions) -> Result<Connection, Error> {
     let connect_error = |source| Error::Connect {
         path: path.display().to_string(),
         source,
@@ -155,11 +220,17 @@ async fn open(path: &Path, options: &ConnectOptions) -> Result<LatchkeyClient, E
     .await
     .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
     .map_err(connect_error)?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let stream = Watched {
+        inner: stream,
+        closed: closed.clone(),
+    };
     let framed = LengthDelimitedCodec::builder()
         .max_frame_length(options.max_frame_bytes)
         .new_framed(stream);
     let transport = tarpc::serde_transport::new(framed, Json::default());
-    Ok(LatchkeyClient::new(tarpc::client::Config::default(), transport).spawn())
+    let stub = LatchkeyClient::new(tarpc::client::Config::default(), transport).spawn();
+    Ok(Connection { stub, closed })
 }
 
 impl Client {
@@ -199,11 +270,11 @@ impl Client {
 
     /// The current tarpc stub, for callers who want to set their own context per call.
     pub fn stub(&self) -> LatchkeyClient {
-        self.current().1
+        self.current().1.stub
     }
 
-    /// The current stub and its generation.
-    fn current(&self) -> (u64, LatchkeyClient) {
+    /// The current connection and its generation.
+    fn current(&self) -> (u64, Connection) {
         match self.shared.stub.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -226,8 +297,14 @@ impl Client {
     where
         Fut: Future<Output = Result<Result<T, ApiError>, RpcError>>,
     {
-        let (generation, stub) = self.current();
-        match call(stub, self.context()).await {
+        let (mut generation, mut connection) = self.current();
+        if connection.closed.load(Ordering::Acquire) {
+            // The daemon closed it while no call was on it: nothing is lost by connecting
+            // again before this call instead of failing it.
+            self.reconnect(generation).await;
+            (generation, connection) = self.current();
+        }
+        match call(connection.stub, self.context()).await {
             Ok(result) => Ok(result?),
             Err(e) => {
                 if matches!(

@@ -17,8 +17,17 @@ pub struct ServerConfig {
     pub socket_mode: String,
     /// Group owning the socket (name or numeric gid); the daemon's own group when unset.
     pub socket_group: Option<String>,
-    /// Connections served at once; further connections wait in the kernel backlog.
+    /// Connections served at once; further ones are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Of those, how many only the admin role may take, so an operator can always connect.
+    pub admin_connections: usize,
+    /// Connections one peer uid may hold at once.
+    pub max_connections_per_uid: usize,
+    /// Connections one peer process may hold at once.
+    pub max_connections_per_pid: usize,
+    /// A connection on which nothing arrives for this long is closed (replies to calls in
+    /// flight are still sent); 0 keeps idle connections for ever. Clients connect again.
+    pub idle_timeout_secs: u64,
     /// Requests in flight on one connection; more are refused with a throttling error.
     pub max_requests_per_connection: usize,
     /// Largest frame accepted; a larger one closes that connection.
@@ -38,6 +47,10 @@ impl Default for ServerConfig {
             socket_mode: "0660".into(),
             socket_group: None,
             max_connections: 256,
+            admin_connections: 16,
+            max_connections_per_uid: 192,
+            max_connections_per_pid: 64,
+            idle_timeout_secs: 300,
             max_requests_per_connection: 64,
             max_frame_bytes: 64 * 1024,
             frame_timeout_secs: 30,
@@ -55,6 +68,18 @@ impl ServerConfig {
             return Err(BadSetting::new(
                 "server.max_connections",
                 "connection and request limits must be at least 1",
+            ));
+        }
+        if self.admin_connections >= self.max_connections {
+            return Err(BadSetting::new(
+                "server.admin_connections",
+                "must be below server.max_connections",
+            ));
+        }
+        if self.max_connections_per_uid == 0 || self.max_connections_per_pid == 0 {
+            return Err(BadSetting::new(
+                "server.max_connections_per_uid",
+                "per-uid and per-pid connection limits must be at least 1",
             ));
         }
         if self.frame_timeout_secs == 0 {

@@ -18,11 +18,11 @@ use latchkey_client::Latchkey;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::codec::LengthDelimitedCodec;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
+mod admission;
 mod auth;
 mod codec;
 mod config;
@@ -198,7 +198,7 @@ pub(crate) async fn run(
     }
 }
 
-/// Accepts connections for ever, one permit of the connection limit each.
+/// Accepts connections for ever, admitting each within the connection limits or closing it.
 async fn accept_loop(
     listener: &UnixListener,
     state: &Arc<State>,
@@ -207,13 +207,10 @@ async fn accept_loop(
     stop: &CancellationToken,
     connections: &TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let admission = admission::Admission::new(config);
+    let idle_timeout =
+        (config.idle_timeout_secs > 0).then(|| Duration::from_secs(config.idle_timeout_secs));
     loop {
-        // Taking the permit before accepting leaves excess connections in the kernel's backlog
-        // instead of accepting and then starving them.
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -235,6 +232,21 @@ async fn accept_loop(
             tracing::warn!(uid, gid, pid, "refused connection: peer has no role");
             continue;
         };
+        let ticket = match admission.admit(uid, pid, role) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                state.metrics.connection_refused(refusal.label());
+                if admission.log_now() {
+                    tracing::warn!(
+                        uid,
+                        pid,
+                        reason = refusal.label(),
+                        "refused a connection over the connection limits (logged once a second)"
+                    );
+                }
+                continue;
+            }
+        };
         tracing::debug!(uid, gid, pid, ?role, "connection");
         let service = Service {
             state: state.clone(),
@@ -244,6 +256,7 @@ async fn accept_loop(
             stream,
             stop.clone(),
             Duration::from_secs(config.frame_timeout_secs),
+            idle_timeout,
         );
         let framed = LengthDelimitedCodec::builder()
             .max_frame_length(config.max_frame_bytes)
@@ -258,7 +271,7 @@ async fn accept_loop(
                     tokio::spawn(call);
                 })
                 .await;
-            drop(permit);
+            drop(ticket);
             tracing::debug!(uid, pid, "connection closed");
         });
     }
@@ -270,8 +283,10 @@ async fn accept_loop(
 ///   writes the replies of the calls in flight, and closes the connection when the last one
 ///   is written: the graceful part of a graceful shutdown.
 /// - A frame, once begun, must arrive whole within the frame timeout, or the connection is
-///   closed: a client trickling bytes cannot hold a connection slot for ever. Time between
-///   frames is not limited, so applications may keep idle connections open.
+///   closed: a client trickling bytes cannot hold a connection slot for ever.
+/// - Between frames, once nothing has arrived for the idle timeout, it reports end-of-file
+///   too: the replies of calls in flight are still written, and an idle connection gives
+///   its slot back. Clients connect again for their next call.
 struct UntilShutdown {
     /// The connection.
     inner: UnixStream,
@@ -285,6 +300,10 @@ struct UntilShutdown {
     frame_timeout: Duration,
     /// The deadline of the frame being received, if one is.
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// How long the connection may stay idle between frames; `None` for ever.
+    idle_timeout: Option<Duration>,
+    /// When the connection counts as idle, moved on by every read that brings bytes.
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// Follows the frame boundaries of the byte stream: a 4-byte big-endian length, then that many
@@ -334,7 +353,14 @@ impl FrameTracker {
 }
 
 impl UntilShutdown {
-    fn new(inner: UnixStream, stop: CancellationToken, frame_timeout: Duration) -> UntilShutdown {
+    fn new(
+        inner: UnixStream,
+        stop: CancellationToken,
+        frame_timeout: Duration,
+        idle_timeout: Option<Duration>,
+    ) -> UntilShutdown {
+        // Never firing when there is no idle timeout: a day at a time, pushed on by reads.
+        let idle = idle_timeout.unwrap_or(Duration::from_secs(86_400));
         UntilShutdown {
             inner,
             stop: Box::pin(stop.cancelled_owned()),
@@ -342,6 +368,8 @@ impl UntilShutdown {
             frame: FrameTracker::default(),
             frame_timeout,
             deadline: Box::pin(tokio::time::sleep(frame_timeout)),
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle)),
         }
     }
 }
@@ -363,7 +391,13 @@ impl AsyncRead for UntilShutdown {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.frame.advance(&buf.filled()[before..]);
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    if let Some(idle) = this.idle_timeout {
+                        this.idle.as_mut().reset(tokio::time::Instant::now() + idle);
+                    }
+                }
+                this.frame.advance(read);
                 // Each frame has its own deadline, from its first byte: a read that ends one
                 // frame and begins the next starts the next one's clock.
                 if this.frame.in_frame() && this.frame.begun != begun {
@@ -380,6 +414,15 @@ impl AsyncRead for UntilShutdown {
                     "closing a connection whose frame did not arrive in time"
                 );
                 Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+            }
+            Poll::Pending
+                if !this.frame.in_frame()
+                    && this.idle_timeout.is_some()
+                    && this.idle.as_mut().poll(cx).is_ready() =>
+            {
+                tracing::debug!("closing an idle connection");
+                this.stopped = true;
+                Poll::Ready(Ok(()))
             }
             other => other,
         }

@@ -9,6 +9,7 @@
 /// The daemon under test.
 const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
 
+mod connections;
 mod crash;
 mod foundation;
 mod hosts;
