@@ -83,7 +83,9 @@ impl Admission {
             counts: Arc::default(),
             limits: Limits {
                 total: config.max_connections,
-                admin_kept: config.admin_connections,
+                // A quarter at most, so a small max_connections (set before the reserve
+                // existed) still leaves the apps most of the slots.
+                admin_kept: config.admin_connections.min(config.max_connections / 4),
                 per_uid: config.max_connections_per_uid,
                 per_pid: config.max_connections_per_pid,
             },
@@ -174,6 +176,11 @@ mod tests {
     #[test]
     fn no_peer_takes_every_slot_and_admin_keeps_its_own() {
         let gate = admission(10, 2, 6, 4);
+        assert_eq!(
+            admission(7, 16, 6, 4).limits.admin_kept,
+            1,
+            "a quarter at most"
+        );
         let app = CallerRole::App;
         let mut held = Vec::new();
         for _ in 0..4 {

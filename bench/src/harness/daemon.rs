@@ -65,10 +65,12 @@ impl Daemon {
             }
             None => (None, String::new()),
         };
-        // Calls per connection and connections are raised so that the bench's pipelined
-        // set-up phases never meet a limit meant for misbehaving clients.
+        // Calls per connection and connections (per uid and per process too: every bench
+        // client is this one process) are raised so that the bench's pipelined set-up phases
+        // never meet a limit meant for misbehaving clients.
         let config = format!(
             "[server]\nsocket = {socket:?}\nallow_root = {root}\nmax_connections = 1024\n\
+             max_connections_per_uid = 1024\nmax_connections_per_pid = 1024\n\
              max_requests_per_connection = 1024\n\n\
              [store]\ndata_dir = {data:?}\n{store}\n\
              [passwords]\nmemory_kib = {ARGON2_MEMORY_KIB}\niterations = {ARGON2_ITERATIONS}\n\
