@@ -116,6 +116,8 @@ enum Section {
     Tokens,
     /// Cheap-call latency while hashing saturates the cores.
     Saturation,
+    /// One client's login latency beside another's login flood.
+    Fairness,
     /// `request_password_reset`, known against unknown addresses.
     Timing,
     /// Memory after a million limiter keys and after they idle out.
@@ -128,11 +130,12 @@ enum Section {
 
 impl Section {
     /// Every section, in the order they run.
-    const ALL: [Section; 8] = [
+    const ALL: [Section; 9] = [
         Section::Cheap,
         Section::Hash,
         Section::Tokens,
         Section::Saturation,
+        Section::Fairness,
         Section::Timing,
         Section::Rss,
         Section::Writes,
@@ -226,6 +229,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 Section::Hash => sections::hash_bound::run(&env).await,
                 Section::Tokens => sections::token_scaling::run(&env).await,
                 Section::Saturation => sections::saturation::run(&env).await,
+                Section::Fairness => sections::fairness::run(&env).await,
                 Section::Timing => sections::reset_timing::run(&env).await,
                 Section::Rss => sections::limiter_memory::run(&env).await,
                 Section::Writes => sections::durable_writes::run(&env).await,

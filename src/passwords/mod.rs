@@ -6,10 +6,12 @@
 //! keyboard (full-width digits, a precomposed accent) still matches.
 //!
 //! Hashing is deliberately slow (tens of milliseconds), so it runs on dedicated threads
-//! (`workers`) behind a semaphore: at most `max_concurrent_hashes` at once, and cheap calls
-//! never wait behind a hash on the async threads.
+//! (`workers`) behind a fair gate (`fair`): at most `max_concurrent_hashes` at once, handed
+//! out in turn to the flows waiting (who the hash is for), and cheap calls never wait behind
+//! a hash on the async threads.
 
 mod config;
+mod fair;
 mod policy;
 mod workers;
 
@@ -21,11 +23,13 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::PasswordHasher;
 use argon2::{Algorithm, Argon2, Params, Version};
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
+use self::fair::FairGate;
 use self::workers::{Job, Scratch, Workers};
 
 pub use config::PasswordConfig;
+pub use fair::Flow;
 pub use policy::PolicyError;
 
 /// The result of checking a password.
@@ -135,8 +139,8 @@ struct Inner {
     argon2: Argon2<'static>,
     /// The configured policy.
     policy: PasswordConfig,
-    /// One permit per hash that may run at once; each running hash holds one.
-    permits: Arc<Semaphore>,
+    /// One slot per hash that may run at once, handed out fairly among flows.
+    permits: Arc<FairGate>,
     /// The threads that hash.
     workers: Workers,
     /// Calls waiting for a permit right now.
@@ -192,7 +196,7 @@ impl Passwords {
             inner: Arc::new(Inner {
                 argon2,
                 policy: policy.clone(),
-                permits: Arc::new(Semaphore::new(concurrency)),
+                permits: FairGate::new(concurrency),
                 workers,
                 waiting: AtomicUsize::new(0),
                 wait_times,
@@ -201,10 +205,11 @@ impl Passwords {
         })
     }
 
-    /// Hashes a password that passed [`Passwords::check_policy`].
-    pub async fn hash(&self, normalised: String) -> Result<String, HashError> {
+    /// Hashes a password that passed [`Passwords::check_policy`], in turn with the other
+    /// flows waiting.
+    pub async fn hash(&self, normalised: String, flow: Flow) -> Result<String, HashError> {
         let inner = self.inner.clone();
-        self.run(move |scratch| {
+        self.run(flow, move |scratch| {
             scratch
                 .hash(&inner.argon2, normalised.as_bytes())
                 .map_err(HashError::Argon2)
@@ -219,7 +224,12 @@ impl Passwords {
     /// (`$2a$`, `$2b$`, `$2y$`, imported from other systems; checked against the password as
     /// given, as the system that made it did). A match says whether the hash should be
     /// replaced by one with the configured argon2id parameters.
-    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<Verdict, HashError> {
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+        flow: Flow,
+    ) -> Result<Verdict, HashError> {
         // Over-long input is not normalised or hashed as given; it is checked against the
         // dummy so the reply takes the usual time and says nothing.
         let oversized = password.len() > self.inner.policy.max_bytes;
@@ -235,7 +245,7 @@ impl Passwords {
             check_stored_hash(real).map_err(HashError::Refused)?;
         }
         let inner = self.inner.clone();
-        self.run(move |scratch| {
+        self.run(flow, move |scratch| {
             let phc = real.as_deref().unwrap_or(&inner.dummy_hash);
             if is_bcrypt(phc) {
                 let matched = bcrypt::verify(candidate.as_bytes(), phc).unwrap_or(false);
@@ -261,21 +271,22 @@ impl Passwords {
         self.inner.waiting.load(Ordering::Relaxed)
     }
 
-    /// Runs `work` on a hashing thread once a permit is free. The permit travels with the
-    /// job and is given back by the thread when the hash is done, so the next caller's hash
-    /// starts without waiting for this caller's task to be polled.
+    /// Runs `work` on a hashing thread once `flow`'s turn gives it a slot. The slot travels
+    /// with the job and is given back by the thread when the hash is done, so the next
+    /// caller's hash starts without waiting for this caller's task to be polled.
     async fn run<T: Send + 'static>(
         &self,
+        flow: Flow,
         work: impl FnOnce(&mut Scratch) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let started = Instant::now();
         let waiting = Waiting::enter(&self.inner.waiting);
-        let permit = self.inner.permits.clone().acquire_owned().await;
+        let permit = self.inner.permits.acquire(flow).await;
         drop(waiting);
         self.inner
             .wait_times
             .observe(started.elapsed().as_secs_f64());
-        let permit = permit.map_err(|_| HashError::Closed)?;
+        let permit = permit.ok_or(HashError::Closed)?;
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move |scratch| {
             // A caller that has gone (its deadline passed, its connection closed) needs no
@@ -330,7 +341,7 @@ mod tests {
         let p = test_pool();
         // Full-width digits normalise to ASCII digits.
         let hash = match p.check_policy("pass１２３４５６", None) {
-            Ok(n) => p.hash(n).await.ok(),
+            Ok(n) => p.hash(n, Flow(0)).await.ok(),
             Err(_) => None,
         };
         let hash = hash.as_deref();
@@ -343,10 +354,13 @@ mod tests {
             matched: false,
             rehash: false,
         };
-        assert_eq!(p.verify("pass123456", hash).await.ok(), Some(yes));
-        assert_eq!(p.verify("pass１２３４５６", hash).await.ok(), Some(yes));
-        assert_eq!(p.verify("pass123457", hash).await.ok(), Some(no));
-        assert_eq!(p.verify("pass123456", None).await.ok(), Some(no));
+        assert_eq!(p.verify("pass123456", hash, Flow(0)).await.ok(), Some(yes));
+        assert_eq!(
+            p.verify("pass１２３４５６", hash, Flow(0)).await.ok(),
+            Some(yes)
+        );
+        assert_eq!(p.verify("pass123457", hash, Flow(0)).await.ok(), Some(no));
+        assert_eq!(p.verify("pass123456", None, Flow(0)).await.ok(), Some(no));
     }
 
     #[tokio::test]
@@ -356,7 +370,7 @@ mod tests {
         for prefix in ["$2a$", "$2b$", "$2y$"] {
             let hash = format!("{prefix}{}", &bcrypt[4..]);
             assert_eq!(check_stored_hash(&hash), Ok(()));
-            let verdict = p.verify("legacy secret", Some(&hash)).await.ok();
+            let verdict = p.verify("legacy secret", Some(&hash), Flow(0)).await.ok();
             assert_eq!(
                 verdict,
                 Some(Verdict {
@@ -365,7 +379,7 @@ mod tests {
                 }),
                 "{prefix}"
             );
-            let verdict = p.verify("legacy secreT", Some(&hash)).await.ok();
+            let verdict = p.verify("legacy secreT", Some(&hash), Flow(0)).await.ok();
             assert_eq!(
                 verdict,
                 Some(Verdict {
@@ -382,7 +396,7 @@ mod tests {
             .map(|h| h.to_string())
             .expect("a weaker argon2id hash is made");
         assert_eq!(check_stored_hash(&weak), Ok(()));
-        let verdict = p.verify("weakly hashed", Some(&weak)).await.ok();
+        let verdict = p.verify("weakly hashed", Some(&weak), Flow(0)).await.ok();
         assert_eq!(
             verdict,
             Some(Verdict {
@@ -411,7 +425,7 @@ mod tests {
                 why.as_ref().is_err_and(|w| w.contains("allowed")),
                 "{hash}: {why:?}"
             );
-            let verdict = p.verify("password", Some(hash)).await;
+            let verdict = p.verify("password", Some(hash), Flow(0)).await;
             assert!(
                 matches!(verdict, Err(HashError::Refused(_))),
                 "{hash}: {verdict:?}"
@@ -441,16 +455,16 @@ mod tests {
         // One slot: the first hash holds it, the second caller waits for it.
         let first = tokio::spawn({
             let p = p.clone();
-            async move { p.hash("first password".into()).await }
+            async move { p.hash("first password".into(), Flow(0)).await }
         });
         let mut waited = 0;
-        while p.inner.permits.available_permits() > 0 && waited < 500 {
+        while p.inner.permits.free() > 0 && waited < 500 {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             waited += 1;
         }
         let second = tokio::time::timeout(
             std::time::Duration::from_millis(1),
-            p.hash("second password".into()),
+            p.hash("second password".into(), Flow(1)),
         );
         let depth_meanwhile = tokio::spawn({
             let p = p.clone();

@@ -27,7 +27,11 @@ pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User
     if service.state.store.user_by_email(&email).await?.is_some() {
         return Err(ApiError::EmailTaken);
     }
-    let password_hash = service.state.passwords.hash(normalised).await?;
+    let password_hash = service
+        .state
+        .passwords
+        .hash(normalised, service.flow(None))
+        .await?;
     let record = service
         .state
         .store
@@ -202,7 +206,8 @@ impl Service {
         kind: EventKind,
         client_ip: Option<&str>,
     ) -> Result<PasswordChanged, ApiError> {
-        let hash = self.state.passwords.hash(normalised).await?;
+        let ip = client_ip.and_then(|ip| ip.parse().ok());
+        let hash = self.state.passwords.hash(normalised, self.flow(ip)).await?;
         let now = now();
         let notice = self.changed_notice(record, client_ip, now);
         let updated = self

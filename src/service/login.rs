@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use latchkey_client::{ApiError, EventKind, PasswordChanged, User, UserId, UserStatus};
 
 use super::Service;
-use crate::passwords::Passwords;
+use crate::passwords::{Flow, Passwords};
 use crate::store::{NewEvent, UserRecord};
 use crate::validate;
 
@@ -31,12 +31,17 @@ pub(super) async fn verify_password(
         None => None,
     };
     let hash = record.as_ref().map(|r| r.password_hash.as_str());
-    let verdict = service.state.passwords.verify(&password, hash).await?;
+    let flow = service.flow(ip);
+    let verdict = service
+        .state
+        .passwords
+        .verify(&password, hash, flow)
+        .await?;
     match record {
         Some(r) if verdict.matched && r.status == UserStatus::Active => {
             gate.succeeded(service).await?;
             if verdict.rehash {
-                service.upgrade_hash(&r, &password).await;
+                service.upgrade_hash(&r, &password, flow).await;
             }
             Ok(r.to_api())
         }
@@ -70,7 +75,11 @@ pub(super) async fn change_password(
     let verdict = service
         .state
         .passwords
-        .verify(&current_password, Some(&record.password_hash))
+        .verify(
+            &current_password,
+            Some(&record.password_hash),
+            service.flow(None),
+        )
         .await?;
     if !verdict.matched || record.status != UserStatus::Active {
         gate.failed(service).await?;
@@ -148,12 +157,12 @@ impl Service {
     /// Replaces a bcrypt or weaker argon2 hash with one at the configured parameters, after
     /// `password` matched it. A failure is logged and costs the login nothing: the old hash
     /// still works and the upgrade is tried again at the next login.
-    pub(super) async fn upgrade_hash(&self, record: &UserRecord, password: &str) {
+    pub(super) async fn upgrade_hash(&self, record: &UserRecord, password: &str, flow: Flow) {
         let upgraded = async {
             let hash = self
                 .state
                 .passwords
-                .hash(Passwords::normalise(password))
+                .hash(Passwords::normalise(password), flow)
                 .await?;
             self.state
                 .store

@@ -79,6 +79,23 @@ pub(crate) struct State {
     pub(crate) backups: backup::Backups,
 }
 
+impl Service {
+    /// The flow a hash for this call belongs to, for the fair hashing queue: the peer
+    /// process, and the client the application says the call is for (by the per-IP limits'
+    /// bucket), so a flood from one peer or one client address waits behind itself. Keyed
+    /// under a per-process random key, so nobody can aim a flow at another's.
+    pub(super) fn flow(&self, ip: Option<std::net::IpAddr>) -> crate::passwords::Flow {
+        static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let key = KEY.get_or_init(Default::default);
+        let ip = ip.map(crate::limits::ip_bucket);
+        crate::passwords::Flow(std::hash::BuildHasher::hash_one(
+            key,
+            (self.peer.uid, self.peer.pid, ip),
+        ))
+    }
+}
+
 impl State {
     /// The rate limiters in force.
     fn limits(&self) -> Arc<crate::limits::Limits> {

@@ -252,7 +252,11 @@ pub(super) async fn complete_password_reset(
         .state
         .passwords
         .check_policy(&new_password, Some(&user.email))?;
-    let hash = service.state.passwords.hash(normalised).await?;
+    let hash = service
+        .state
+        .passwords
+        .hash(normalised, service.flow(ip))
+        .await?;
     let now = now();
     let client_ip = ip.map(|i| i.to_string());
     let notice = service.changed_notice(&user, client_ip.as_deref(), now);

@@ -5,6 +5,7 @@
 pub(crate) mod backup;
 pub(crate) mod cheap_calls;
 pub(crate) mod durable_writes;
+pub(crate) mod fairness;
 pub(crate) mod hash_bound;
 pub(crate) mod limiter_memory;
 mod pg_scripts;
