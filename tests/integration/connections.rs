@@ -145,7 +145,7 @@ async fn apps_holding_every_slot_leave_the_admin_its_own() {
     }
     let app = 64_251;
     let setup = Setup::new().toml(&format!(
-        "[server]\nsocket_mode = \"0666\"\nmax_connections = 6\nadmin_connections = 2\n\
+        "[server]\nsocket_mode = \"0666\"\nmax_connections = 8\nadmin_connections = 2\n\
          [auth]\napp_uids = [{app}]"
     ));
     // Let the app uid reach the socket inside the test's private directory.
@@ -155,10 +155,10 @@ async fn apps_holding_every_slot_leave_the_admin_its_own() {
     )
     .expect("chmod");
     let daemon = setup.start().await;
-    let mut apps = Holder::start(&daemon, 5, Some(app));
+    let mut apps = Holder::start(&daemon, 7, Some(app));
     assert_eq!(
-        apps.outcomes(5).await,
-        open_closed(4, 1),
+        apps.outcomes(7).await,
+        open_closed(6, 1),
         "the app gets every slot but the two kept"
     );
     // The operator (root: admin) still gets in, twice.
