@@ -5,8 +5,11 @@
 //! governor, so each bucket costs a few dozen bytes whatever the key's length, and nobody can
 //! aim collisions at a chosen victim. A periodic cleanup drops keys whose bucket is full again
 //! (they are indistinguishable from new ones). If a flood of distinct keys still reaches
-//! `max_keys`, the limiter refuses every call until cleanup brings it back under: memory stays
-//! bounded and the service fails closed rather than unthrottled.
+//! `max_keys`, the limiter evicts the half of its keys whose buckets are fullest (the least
+//! limited: their next call is due soonest), logs it and counts it. Memory stays bounded, and
+//! neither the keys it holds nor new ones are refused because of the flood (issue 19, item 2:
+//! a limiter that refused every call once full let a flood of fresh addresses lock every real
+//! user out for minutes).
 //!
 //! Unknown emails get the same buckets as known ones, so a `RateLimited` reply says nothing
 //! about whether an account exists.
@@ -14,15 +17,18 @@
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DashMapStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use latchkey_client::ApiError;
 use serde::{Deserialize, Serialize};
@@ -59,7 +65,7 @@ pub struct LimitsConfig {
     pub login_per_ip: Rate,
     /// Throttling by consecutive failed logins per account (NIST SP 800-63B 5.2.2).
     pub login_failures: LoginFailuresConfig,
-    /// Most keys one limiter holds; past it the limiter refuses calls until cleanup.
+    /// Most keys one limiter holds; reaching it evicts the fullest half of its buckets.
     pub max_keys: usize,
     /// How often idle keys are dropped.
     pub cleanup_interval_secs: u64,
@@ -231,18 +237,96 @@ impl LoginFailuresConfig {
     }
 }
 
+/// A limiter's buckets: the theoretical arrival time (GCRA) of each hashed key, in governor's
+/// clock nanoseconds, as governor's own `DashMapStateStore` keeps them, but shared with the
+/// [`Bucket`] so it can evict by arrival time when full, which governor's store cannot.
+#[derive(Clone, Default)]
+struct Store(Arc<DashMap<u64, AtomicU64>>);
+
+impl StateStore for Store {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if let Some(tat) = self.0.get(key) {
+            return measure_and_replace(&tat, f);
+        }
+        let tat = self.0.entry(*key).or_default();
+        measure_and_replace(&tat, f)
+    }
+}
+
+/// governor's compare-and-swap step on one arrival time (0 stands for a key never seen).
+fn measure_and_replace<T, E>(
+    tat: &AtomicU64,
+    f: impl Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+) -> Result<T, E> {
+    let seen = |n: u64| (n != 0).then(|| Nanos::from(n));
+    let mut prev = tat.load(Ordering::Acquire);
+    loop {
+        let (result, next) = f(seen(prev))?;
+        match tat.compare_exchange_weak(prev, next.into(), Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return Ok(result),
+            Err(actual) => prev = actual,
+        }
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for Store {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let below = u64::from(drop_below);
+        self.0.retain(|_, tat| tat.load(Ordering::Relaxed) > below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.0.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Store {
+    /// Drops the half of the keys with the earliest arrival times: the buckets closest to
+    /// full, whose loss forgets the least. Returns how many went.
+    fn evict_fullest_half(&self) -> usize {
+        let mut times: Vec<u64> = self
+            .0
+            .iter()
+            .map(|entry| entry.value().load(Ordering::Relaxed))
+            .collect();
+        if times.is_empty() {
+            return 0;
+        }
+        let middle = times.len() / 2;
+        let (_, &mut median, _) = times.select_nth_unstable(middle);
+        let before = self.0.len();
+        self.0.retain(|_, tat| tat.load(Ordering::Relaxed) > median);
+        before.saturating_sub(self.0.len())
+    }
+}
+
 /// One keyed limiter, on the clock `C` (the real one, but for tests that drive time).
 struct Bucket<C: Clock + Clone> {
     /// The GCRA state per hashed key.
-    limiter: RateLimiter<u64, DashMapStateStore<u64>, C, NoOpMiddleware<C::Instant>>,
+    limiter: RateLimiter<u64, Store, C, NoOpMiddleware<C::Instant>>,
+    /// The same state, for eviction.
+    store: Store,
     /// The limiter's clock, to tell how long a refused caller must wait.
     clock: C,
     /// The cap on keys.
     max_keys: usize,
-    /// Set when the cap was reached; calls are refused while it is set.
-    over: AtomicBool,
     /// Calls so far, to look at the key count every [`CAP_CHECK_EVERY`] calls.
     calls: AtomicU64,
+    /// Keys evicted because the limiter was full, for the metrics.
+    evicted: AtomicU64,
 }
 
 /// How often (in calls) a limiter compares its key count with the cap between cleanups, so
@@ -255,32 +339,22 @@ impl<C: Clock + Clone> Bucket<C> {
         let quota = rate
             .quota()
             .unwrap_or_else(|| Quota::per_minute(NonZeroU32::MIN));
+        let store = Store::default();
         Bucket {
-            limiter: RateLimiter::new(quota, DashMapStateStore::default(), clock.clone()),
+            limiter: RateLimiter::new(quota, store.clone(), clock.clone()),
+            store,
             clock,
             max_keys,
-            over: AtomicBool::new(false),
             calls: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
         }
     }
 
-    fn check(&self, key: u64, cleanup_secs: u64) -> Result<(), ApiError> {
+    fn check(&self, name: &str, key: u64) -> Result<(), ApiError> {
         if self.calls.fetch_add(1, Ordering::Relaxed) % CAP_CHECK_EVERY == CAP_CHECK_EVERY - 1
             && self.limiter.len() >= self.max_keys
         {
-            // Drop what has idled out before giving up on new keys.
-            self.limiter.retain_recent();
-            if self.limiter.len() >= self.max_keys && !self.over.swap(true, Ordering::Relaxed) {
-                tracing::error!(
-                    keys = self.limiter.len(),
-                    "a rate limiter is full; refusing its calls until keys idle out"
-                );
-            }
-        }
-        if self.over.load(Ordering::Relaxed) {
-            return Err(ApiError::RateLimited {
-                retry_after_secs: cleanup_secs,
-            });
+            self.make_room(name);
         }
         self.limiter.check_key(&key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -290,18 +364,29 @@ impl<C: Clock + Clone> Bucket<C> {
         })
     }
 
+    /// At the cap: drops what has idled out, then, if that is not enough, the fullest half.
+    fn make_room(&self, name: &str) {
+        self.limiter.retain_recent();
+        if self.limiter.len() < self.max_keys {
+            return;
+        }
+        let evicted = self.store.evict_fullest_half();
+        self.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        tracing::warn!(
+            limiter = name,
+            evicted,
+            kept = self.limiter.len(),
+            "a rate limiter reached limits.max_keys (a flood of distinct keys?); evicted the \
+             buckets closest to full"
+        );
+    }
+
     fn cleanup(&self, name: &str) {
         self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
-        let over = self.limiter.len() >= self.max_keys;
-        if over {
-            tracing::error!(
-                limiter = name,
-                keys = self.limiter.len(),
-                "rate limiter is full; refusing its calls until keys idle out"
-            );
+        if self.limiter.len() >= self.max_keys {
+            self.make_room(name);
         }
-        self.over.store(over, Ordering::Relaxed);
+        self.limiter.shrink_to_fit();
     }
 }
 
@@ -352,33 +437,32 @@ impl<C: Clock + Clone> Limits<C> {
         self.hasher.hash_one(value)
     }
 
-    fn check_ip(&self, bucket: &Bucket<C>, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    fn check_ip(&self, name: &str, bucket: &Bucket<C>, ip: Option<IpAddr>) -> Result<(), ApiError> {
         // Without an IP there is nothing to key on; sharing one bucket among every such call
         // would throttle the whole application. The per-email and per-account limits still
         // apply.
         match ip {
-            Some(ip) => bucket.check(self.key(ip_bucket(ip)), self.config.cleanup_interval_secs),
+            Some(ip) => bucket.check(name, self.key(ip_bucket(ip))),
             None => Ok(()),
         }
     }
 
     /// A reset request: per IP, then per email.
     pub fn reset_request(&self, ip: Option<IpAddr>, email: &str) -> Result<(), ApiError> {
-        self.check_ip(&self.reset_ip, ip)?;
-        self.reset_email
-            .check(self.key(email), self.config.cleanup_interval_secs)
+        self.check_ip("reset_per_ip", &self.reset_ip, ip)?;
+        self.reset_email.check("reset_per_email", self.key(email))
     }
 
     /// A token check or completion, per IP.
     pub fn token_use(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        self.check_ip(&self.token_ip, ip)
+        self.check_ip("token_per_ip", &self.token_ip, ip)
     }
 
     /// A login attempt, per IP. Per account, logins are throttled by their consecutive
     /// failures instead ([`LoginFailuresConfig::judge`]): counting every attempt there would
     /// let anyone lock an owner out by guessing.
     pub fn login(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        self.check_ip(&self.login_ip, ip)
+        self.check_ip("login_per_ip", &self.login_ip, ip)
     }
 
     /// Drops idle keys from every limiter and re-arms the key caps.
@@ -391,6 +475,12 @@ impl<C: Clock + Clone> Limits<C> {
     /// Keys held across all limiters.
     pub fn keys_held(&self) -> usize {
         self.buckets().iter().map(|(_, b)| b.limiter.len()).sum()
+    }
+
+    /// Keys each limiter has evicted because it was full, by limiter name.
+    pub fn evicted(&self) -> [(&'static str, u64); 4] {
+        self.buckets()
+            .map(|(name, b)| (name, b.evicted.load(Ordering::Relaxed)))
     }
 
     fn buckets(&self) -> [(&'static str, &Bucket<C>); 4] {
@@ -448,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn a_million_distinct_keys_stay_within_the_cap_and_idle_out() {
+    fn a_million_distinct_keys_stay_within_the_cap_are_all_served_and_idle_out() {
         let cap = 100_000;
         let clock = FakeRelativeClock::default();
         let limits = Limits::with_clock(
@@ -462,34 +552,69 @@ mod tests {
             },
             clock.clone(),
         );
-        let mut refused = 0;
         for i in 0..1_000_000u32 {
-            if limits
-                .token_use(Some(IpAddr::from(i.to_be_bytes())))
-                .is_err()
-            {
-                refused += 1;
-            }
+            assert!(
+                limits
+                    .token_use(Some(IpAddr::from(i.to_be_bytes())))
+                    .is_ok(),
+                "key {i} refused: a full limiter refuses nobody new"
+            );
         }
         // The cap is checked every CAP_CHECK_EVERY calls, so it can be passed by that much.
         let held = limits.token_ip.limiter.len();
         assert!(held <= cap + CAP_CHECK_EVERY as usize, "{held} keys held");
-        assert!(
-            refused > 800_000,
-            "only {refused} refused: the cap did not engage"
-        );
-        // Nothing has idled out while no time passed: cleanup keeps every key and the cap.
+        let evicted = limits.evicted()[2];
+        assert_eq!(evicted.0, "token_per_ip");
+        assert!(evicted.1 >= 800_000, "{evicted:?}");
+        // Nothing has idled out while no time passed: cleanup keeps what is held.
         limits.cleanup();
         assert_eq!(limits.keys_held(), held);
-        assert!(limits
-            .token_use(Some(IpAddr::from([192, 0, 2, 1])))
-            .is_err());
-        // Once the keys idle out (a second for this quota), cleanup frees them and the
-        // limiter serves again.
+        // Once the keys idle out (a second for this quota), cleanup frees them.
         clock.advance(Duration::from_secs(2));
         limits.cleanup();
         assert_eq!(limits.keys_held(), 0);
-        assert!(limits.token_use(Some(IpAddr::from([192, 0, 2, 1]))).is_ok());
+    }
+
+    #[test]
+    fn a_flood_of_fresh_keys_evicts_the_fullest_buckets_not_the_limited_ones() {
+        // Issue 19, item 2: a full limiter used to refuse every call, real users' included.
+        let clock = FakeRelativeClock::default();
+        let limits = Limits::with_clock(
+            &LimitsConfig {
+                token_per_ip: Rate {
+                    burst: 3,
+                    per_secs: 300,
+                },
+                max_keys: 4096,
+                ..Default::default()
+            },
+            clock.clone(),
+        );
+        let guesser = Some(IpAddr::from([203, 0, 113, 1]));
+        let regular = Some(IpAddr::from([203, 0, 113, 2]));
+        for _ in 0..3 {
+            assert!(limits.token_use(guesser).is_ok());
+        }
+        assert!(limits.token_use(guesser).is_err());
+        assert!(limits.token_use(regular).is_ok());
+        for i in 0..100_000u32 {
+            clock.advance(Duration::from_micros(1));
+            assert!(limits
+                .token_use(Some(IpAddr::from((10u32 << 24 | i).to_be_bytes())))
+                .is_ok());
+        }
+        assert!(limits.keys_held() <= 4096 + CAP_CHECK_EVERY as usize);
+        assert!(
+            limits.token_use(guesser).is_err(),
+            "the flood bought the limited key a fresh bucket"
+        );
+        assert!(limits.token_use(regular).is_ok(), "an existing key works");
+        assert!(
+            limits
+                .token_use(Some(IpAddr::from([198, 51, 100, 1])))
+                .is_ok(),
+            "a new key works"
+        );
     }
 
     #[test]
@@ -571,21 +696,5 @@ mod tests {
         assert!(!rule.is_clean(None, now), "a call without client_ip");
         assert!(!rule.is_clean(Some(Some(now - 3_599_000)), now));
         assert!(rule.is_clean(Some(Some(now - 3_600_000)), now));
-    }
-
-    #[test]
-    fn the_key_cap_fails_closed_until_cleanup_frees_keys() {
-        let limits = Limits::new(&LimitsConfig {
-            max_keys: 10,
-            ..Default::default()
-        });
-        for i in 0..10 {
-            assert!(limits.token_use(Some(IpAddr::from([10, 0, 0, i]))).is_ok());
-        }
-        limits.cleanup();
-        assert!(matches!(
-            limits.token_use(Some(IpAddr::from([10, 0, 1, 1]))),
-            Err(ApiError::RateLimited { .. })
-        ));
     }
 }

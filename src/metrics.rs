@@ -35,6 +35,13 @@ struct MethodLabels {
     method: &'static str,
 }
 
+/// Labels of the limiter eviction counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimiterLabels {
+    /// The limiter's setting name.
+    limiter: &'static str,
+}
+
 /// Labels of the refused-connection counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -224,6 +231,19 @@ impl Collector for Levels {
                 )?;
             }
             None => tracing::warn!("store levels unavailable; their gauges are left out"),
+        }
+        {
+            // A counter per limiter since its settings were last loaded.
+            let mut family = encoder.encode_descriptor(
+                "limiter_evicted_keys",
+                "Keys a full rate limiter evicted (limits.max_keys reached)",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (limiter, evicted) in self.limits.load().evicted() {
+                let counter = prometheus_client::metrics::counter::ConstCounter::new(evicted);
+                counter.encode(family.encode_family(&LimiterLabels { limiter })?)?;
+            }
         }
         let uptime = ConstGauge::new(self.started.elapsed().as_secs_f64());
         uptime.encode(encoder.encode_descriptor(

@@ -265,10 +265,24 @@ async fn accept_loop(
         let channel = BaseChannel::with_defaults(transport)
             .max_concurrent_requests(config.max_requests_per_connection);
         connections.spawn(async move {
+            let serve = service.serve();
             channel
-                .execute(service.serve())
-                .for_each(|call| async {
-                    tokio::spawn(call);
+                .requests()
+                .take_while(|request| {
+                    if let Err(e) = request {
+                        tracing::warn!("Requests stream errored out: {}", error_chain(e));
+                    }
+                    std::future::ready(request.is_ok())
+                })
+                .filter_map(|request| std::future::ready(request.ok()))
+                .for_each(|request| {
+                    // A call whose deadline has passed on arrival is not run at all: its
+                    // caller has stopped waiting, and running it would still take rate-limit
+                    // cells (issue 19, item 2: `deadline 0` calls filled a limiter for free).
+                    if request.get().context.deadline > std::time::Instant::now() {
+                        tokio::spawn(request.execute(serve.clone()));
+                    }
+                    std::future::ready(())
                 })
                 .await;
             drop(ticket);
@@ -445,6 +459,18 @@ impl AsyncWrite for UntilShutdown {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// An error and its sources, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 /// Removes the socket file when the daemon stops, so the next start finds no stale socket.

@@ -542,3 +542,59 @@ async fn a_secret_in_a_mistyped_field_never_reaches_the_log() {
         .await;
     daemon.assert_log_lacks(&[secret, "Tr0ub4dor"]);
 }
+
+/// Issue 19, item 2: calls sent with a deadline already past were still run up to their
+/// first wait, so they took rate-limit cells for free (`deadline 0` logins filled a limiter
+/// in about 30 s). Now they are not run at all.
+#[tokio::test]
+async fn calls_whose_deadline_has_passed_take_no_limiter_cell() {
+    let daemon = Setup::new()
+        .toml("[limits]\nlogin_per_ip = { burst = 2, per_secs = 3600 }")
+        .start()
+        .await;
+    let login = LatchkeyRequest::VerifyPassword {
+        email: "nobody@example.com".into(),
+        password: "a wrong guess".into(),
+        client_ip: Some("198.51.100.9".into()),
+    };
+    let mut expired: serde_json::Value =
+        serde_json::from_str(&request_json(1, login)).expect("a request is JSON");
+    expired["Request"]["context"]["deadline"] = serde_json::json!({"secs": 0, "nanos": 0});
+    let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+    for id in 1..=50u64 {
+        expired["Request"]["id"] = id.into();
+        raw.write_all(&frame(expired.to_string().as_bytes()))
+            .await
+            .expect("write");
+    }
+    // The connection still serves (its reply comes after the expired calls were read), and
+    // the address still has both of its cells.
+    raw.write_all(&frame(
+        request_json(51, LatchkeyRequest::Health {}).as_bytes(),
+    ))
+    .await
+    .expect("write");
+    let reply = read_reply(&mut raw).await;
+    assert_eq!(reply["request_id"], 51, "{reply}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let client = daemon.client().await;
+    for _ in 0..2 {
+        assert_eq!(
+            api_error(
+                client
+                    .verify_password("nobody@example.com", "a wrong guess", Some("198.51.100.9"))
+                    .await
+            ),
+            ApiError::InvalidCredentials
+        );
+    }
+    assert!(matches!(
+        api_error(
+            client
+                .verify_password("nobody@example.com", "a wrong guess", Some("198.51.100.9"))
+                .await
+        ),
+        ApiError::RateLimited { .. }
+    ));
+    drop(raw);
+}

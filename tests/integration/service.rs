@@ -213,6 +213,7 @@ async fn metrics_count_calls_and_report_levels() {
         "latchkey_users 1",
         "latchkey_hash_queue_depth 0",
         "latchkey_outbox_dead 0",
+        r#"latchkey_limiter_evicted_keys_total{limiter="reset_per_email"} 0"#,
     ] {
         assert!(
             text.lines().any(|l| l == line),
