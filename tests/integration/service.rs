@@ -373,7 +373,7 @@ async fn every_file_the_daemon_makes_is_private_whatever_the_umask() {
         .await
         .expect("request_password_reset");
     daemon.wait_for_log("mail sent").await;
-    let mut checked = 0;
+    let mut checked = Vec::new();
     for root in [daemon.data_dir(), mail_dir.as_path()] {
         let mut dirs = vec![root.to_path_buf()];
         while let Some(dir) = dirs.pop() {
@@ -394,14 +394,21 @@ async fn every_file_the_daemon_makes_is_private_whatever_the_umask() {
                     .permissions()
                     .mode();
                 assert_eq!(mode & 0o077, 0, "{} is {:o}", path.display(), mode & 0o777);
-                checked += 1;
+                checked.push(path);
             }
         }
     }
+    // What must have been checked: the outbox key, the mail, and on sled the store itself.
+    let has = |what: &dyn Fn(&std::path::Path) -> bool| checked.iter().any(|p| what(p));
+    assert!(has(&|p| p.ends_with("outbox.key")), "{checked:?}");
     assert!(
-        checked >= 3,
-        "only {checked} files: the store and the mail were not written"
+        has(&|p| p.extension().is_some_and(|e| e == "eml")),
+        "{checked:?}"
     );
+    if daemon.database().is_none() {
+        let db = daemon.data_dir().join("db");
+        assert!(has(&|p| p.starts_with(&db)), "{checked:?}");
+    }
     // The socket keeps the mode it is given on purpose: the app group may connect.
     let socket = std::fs::metadata(daemon.socket())
         .expect("socket")
