@@ -27,11 +27,15 @@
 //! - [`config`]: the whole configuration, loaded from defaults, a TOML file and `LATCHKEY_*`
 //!   variables.
 //! - [`daemon`]: start-up checks, background tasks, systemd notifications, reload, stop.
+//! - `fuzz`: entry points for the fuzz targets in `fuzz/` (frames, tokens, fields, templates,
+//!   the request handlers); hidden, called by nothing else.
 
 pub(crate) mod clock;
 pub mod config;
 pub mod daemon;
 pub(crate) mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod limits;
 pub(crate) mod mail;
 pub(crate) mod maintenance;

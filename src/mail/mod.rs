@@ -13,7 +13,7 @@
 mod compose;
 mod config;
 mod sender;
-mod template;
+pub(crate) mod template;
 mod templates;
 mod transport;
 

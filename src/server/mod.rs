@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 mod admission;
 mod auth;
-mod codec;
+pub(crate) mod codec;
 mod config;
 
 use crate::service::{Peer, Service, State};
@@ -323,7 +323,7 @@ struct UntilShutdown {
 /// Follows the frame boundaries of the byte stream: a 4-byte big-endian length, then that many
 /// bytes.
 #[derive(Default)]
-struct FrameTracker {
+pub(crate) struct FrameTracker {
     /// Header bytes seen of the current frame.
     header: [u8; 4],
     /// How many of them.
@@ -337,12 +337,12 @@ struct FrameTracker {
 
 impl FrameTracker {
     /// Whether a frame has begun and not ended.
-    fn in_frame(&self) -> bool {
+    pub(crate) fn in_frame(&self) -> bool {
         self.header_len > 0 || self.body_left > 0
     }
 
     /// Moves past `bytes`.
-    fn advance(&mut self, mut bytes: &[u8]) {
+    pub(crate) fn advance(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             if self.body_left > 0 {
                 let n = bytes
