@@ -122,6 +122,8 @@ enum Section {
     Timing,
     /// Memory after a million limiter keys and after they idle out.
     Rss,
+    /// Memory during and after a burst of calls with 60 KB passwords.
+    BigCalls,
     /// Durable write throughput.
     Writes,
     /// Call latency while an online backup is read.
@@ -130,7 +132,7 @@ enum Section {
 
 impl Section {
     /// Every section, in the order they run.
-    const ALL: [Section; 9] = [
+    const ALL: [Section; 10] = [
         Section::Cheap,
         Section::Hash,
         Section::Tokens,
@@ -138,6 +140,7 @@ impl Section {
         Section::Fairness,
         Section::Timing,
         Section::Rss,
+        Section::BigCalls,
         Section::Writes,
         Section::Backup,
     ];
@@ -232,6 +235,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 Section::Fairness => sections::fairness::run(&env).await,
                 Section::Timing => sections::reset_timing::run(&env).await,
                 Section::Rss => sections::limiter_memory::run(&env).await,
+                Section::BigCalls => sections::big_calls::run(&env).await,
                 Section::Writes => sections::durable_writes::run(&env).await,
                 Section::Backup => sections::backup::run(&env).await,
             };

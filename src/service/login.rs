@@ -20,10 +20,14 @@ pub(super) async fn verify_password(
     client_ip: Option<String>,
 ) -> Result<User, ApiError> {
     let ip = validate::client_ip(client_ip.as_deref())?;
+    // Nothing of an over-long argument is held while the call waits for a hash.
+    let mut password = password;
+    service.state.passwords.cut(&mut password);
     // An implausible address cannot have an account; it gets the same limits, the same
     // dummy work and the same answer as an unknown one.
     let valid = validate::email(&email).ok();
-    let key = valid.clone().unwrap_or_else(|| email.trim().to_lowercase());
+    let key = valid.clone().unwrap_or_else(|| failure_key(&email));
+    drop(email);
     service.state.limits().login(ip)?;
     let gate = service.login_gate(&key, ip).await?;
     let record = match valid {
@@ -66,6 +70,8 @@ pub(super) async fn change_password(
     current_password: String,
     new_password: String,
 ) -> Result<PasswordChanged, ApiError> {
+    let mut current_password = current_password;
+    service.state.passwords.cut(&mut current_password);
     let record = service.user_record(id).await?;
     let gate = service.login_gate(&record.email, None).await?;
     let normalised = service
@@ -89,6 +95,19 @@ pub(super) async fn change_password(
     service
         .store_new_password(&record, normalised, EventKind::PasswordChanged, None)
         .await
+}
+
+/// What the failures of an implausible address are counted under: the address trimmed and
+/// lowercased, cut to the longest a real one can be (the store keeps only a hash of it, and
+/// the call need not hold a frame's worth of text while it waits for a hash).
+fn failure_key(email: &str) -> String {
+    let mut key = email.trim().to_lowercase();
+    let mut end = key.len().min(validate::MAX_EMAIL_BYTES);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    key.truncate(end);
+    key
 }
 
 /// A login attempt let through the failure throttle, to be told how it ended.

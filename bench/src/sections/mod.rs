@@ -3,6 +3,7 @@
 //! with the [`Sizes`] that tell a full run from a short one).
 
 pub(crate) mod backup;
+pub(crate) mod big_calls;
 pub(crate) mod cheap_calls;
 pub(crate) mod durable_writes;
 pub(crate) mod fairness;
