@@ -11,6 +11,7 @@ const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
 
 mod connections;
 mod crash;
+mod disk;
 mod foundation;
 mod hosts;
 mod logins;
