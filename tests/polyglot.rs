@@ -116,3 +116,31 @@ fn the_node_client_reassembles_frames_and_survives_transport_failures() {
     let (status, output) = run_script("node", "framing.js", &[], dir.path());
     assert!(status.success(), "framing.js failed ({status})\n{output}");
 }
+
+/// Runs `script` against a daemon that closes idle connections after 1 s.
+async fn run_idle(interpreter: &str, script: &str) {
+    let daemon = Setup::new()
+        .toml("[server]\nidle_timeout_secs = 1\n")
+        .start()
+        .await;
+    let (status, output) = run_script(
+        interpreter,
+        script,
+        &[path_str(daemon.socket())],
+        daemon.dir(),
+    );
+    assert!(
+        status.success(),
+        "{interpreter} {script} failed ({status})\n{output}"
+    );
+}
+
+#[tokio::test]
+async fn the_python_client_replaces_a_connection_the_daemon_closed_while_idle() {
+    run_idle("python3", "idle.py").await;
+}
+
+#[tokio::test]
+async fn the_node_client_replaces_a_connection_the_daemon_closed_while_idle() {
+    run_idle("node", "idle.js").await;
+}
