@@ -63,6 +63,8 @@ pub struct LimitsConfig {
     pub token_per_ip: Rate,
     /// Login attempts per client IP, failed or not.
     pub login_per_ip: Rate,
+    /// Accounts created (`create_user`) per client IP, for calls that pass one.
+    pub signup_per_ip: Rate,
     /// Throttling by consecutive failed logins per account (NIST SP 800-63B 5.2.2).
     pub login_failures: LoginFailuresConfig,
     /// Most keys one limiter holds; reaching it evicts the fullest half of its buckets.
@@ -90,6 +92,10 @@ impl Default for LimitsConfig {
                 burst: 100,
                 per_secs: 300,
             },
+            signup_per_ip: Rate {
+                burst: 10,
+                per_secs: 3600,
+            },
             login_failures: LoginFailuresConfig::default(),
             max_keys: 1_000_000,
             cleanup_interval_secs: 60,
@@ -116,12 +122,13 @@ impl LimitsConfig {
         Ok(())
     }
 
-    fn rates(&self) -> [(&'static str, Rate); 4] {
+    fn rates(&self) -> [(&'static str, Rate); 5] {
         [
             ("reset_per_ip", self.reset_per_ip),
             ("reset_per_email", self.reset_per_email),
             ("token_per_ip", self.token_per_ip),
             ("login_per_ip", self.login_per_ip),
+            ("signup_per_ip", self.signup_per_ip),
         ]
     }
 }
@@ -405,6 +412,7 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     reset_email: Bucket<C>,
     token_ip: Bucket<C>,
     login_ip: Bucket<C>,
+    signup_ip: Bucket<C>,
 }
 
 impl Limits {
@@ -425,6 +433,7 @@ impl<C: Clock + Clone> Limits<C> {
             reset_email: bucket(config.reset_per_email),
             token_ip: bucket(config.token_per_ip),
             login_ip: bucket(config.login_per_ip),
+            signup_ip: bucket(config.signup_per_ip),
         }
     }
 
@@ -465,6 +474,11 @@ impl<C: Clock + Clone> Limits<C> {
         self.check_ip("login_per_ip", &self.login_ip, ip)
     }
 
+    /// An account created, per IP.
+    pub fn signup(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        self.check_ip("signup_per_ip", &self.signup_ip, ip)
+    }
+
     /// Drops idle keys from every limiter and re-arms the key caps.
     pub fn cleanup(&self) {
         for (name, bucket) in self.buckets() {
@@ -478,17 +492,18 @@ impl<C: Clock + Clone> Limits<C> {
     }
 
     /// Keys each limiter has evicted because it was full, by limiter name.
-    pub fn evicted(&self) -> [(&'static str, u64); 4] {
+    pub fn evicted(&self) -> [(&'static str, u64); 5] {
         self.buckets()
             .map(|(name, b)| (name, b.evicted.load(Ordering::Relaxed)))
     }
 
-    fn buckets(&self) -> [(&'static str, &Bucket<C>); 4] {
+    fn buckets(&self) -> [(&'static str, &Bucket<C>); 5] {
         [
             ("reset_per_ip", &self.reset_ip),
             ("reset_per_email", &self.reset_email),
             ("token_per_ip", &self.token_ip),
             ("login_per_ip", &self.login_ip),
+            ("signup_per_ip", &self.signup_ip),
         ]
     }
 }

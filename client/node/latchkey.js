@@ -253,9 +253,10 @@ class Client {
    * Creates an account. Fails with `InvalidEmail`, `InvalidInput` (name, role, locale),
    * `WeakPassword` or `EmailTaken`.
    * @param {{email: string, password: string, name?: string, role?: string|null, locale?: string|null}} user
+   * @param {{clientIp?: string}} [options] the end user's address, for the per-IP sign-up limit
    * @returns {Promise<object>} the new user
    */
-  async createUser(user) {
+  async createUser(user, options = {}) {
     if (!user || typeof user !== 'object') throw new TypeError('user must be an object');
     return this.call('createUser', {
       user: {
@@ -265,6 +266,7 @@ class Client {
         role: optStr('role', user.role),
         locale: optStr('locale', user.locale),
       },
+      client_ip: optStr('clientIp', options.clientIp),
     });
   }
 

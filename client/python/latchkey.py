@@ -500,15 +500,17 @@ class Client:
         name: str = "",
         role: Optional[str] = None,
         locale: Optional[str] = None,
+        client_ip: Optional[str] = None,
     ) -> Dict[str, Any]:
-        """Creates an account (sent as the ``user`` argument, a ``NewUser``).
+        """Creates an account (sent as the ``user`` argument, a ``NewUser``); pass the end
+        user's ``client_ip`` for the per-IP sign-up limit.
 
         Returns:
             The new user.
 
         Raises:
-            ApiError: ``InvalidEmail``, ``InvalidInput`` (name, role, locale), ``WeakPassword``,
-                ``EmailTaken``, ``Unavailable``.
+            ApiError: ``InvalidEmail``, ``InvalidInput`` (name, role, locale, client_ip),
+                ``WeakPassword``, ``EmailTaken``, ``RateLimited``, ``Unavailable``.
         """
         user = {
             "email": _str("email", email),
@@ -517,7 +519,9 @@ class Client:
             "role": _opt_str("role", role),
             "locale": _opt_str("locale", locale),
         }
-        return self.call("create_user", {"user": user})
+        return self.call(
+            "create_user", {"user": user, "client_ip": _opt_str("client_ip", client_ip)}
+        )
 
     def get_user(self, id: int) -> Dict[str, Any]:
         """The user with this id. Raises :class:`ApiError` ``NotFound``."""

@@ -398,8 +398,9 @@ pub enum ApiError {
 pub trait Latchkey {
     /// Liveness and the caller's role.
     async fn health() -> Result<Health, ApiError>;
-    /// Creates an account.
-    async fn create_user(user: NewUser) -> Result<User, ApiError>;
+    /// Creates an account; `client_ip` (optional, absent from older clients) is the address
+    /// the sign-up came from, for the per-IP sign-up limit.
+    async fn create_user(user: NewUser, client_ip: Option<String>) -> Result<User, ApiError>;
     /// Looks an account up by id.
     async fn get_user(id: UserId) -> Result<User, ApiError>;
     /// Looks an account up by email (normalised before the lookup).

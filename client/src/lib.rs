@@ -362,7 +362,32 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn create_user(&self, user: NewUser) -> Result<User, Error> {
-        self.call(|c, ctx| async move { c.create_user(ctx, user).await })
+        self.call(|c, ctx| async move { c.create_user(ctx, user, None).await })
+            .await
+    }
+
+    /// Creates an account for a sign-up from `client_ip` (the end user's address as the
+    /// application saw it), counted against the per-IP sign-up limit (`limits.signup_per_ip`).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// use latchkey_client::NewUser;
+    /// let user = client.create_user_from(NewUser {
+    ///     email: "ada@example.com".into(),
+    ///     name: "Ada".into(),
+    ///     password: "correct horse battery staple".into(),
+    ///     role: None,
+    ///     locale: None,
+    /// }, Some("203.0.113.7")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_user_from(
+        &self,
+        user: NewUser,
+        client_ip: Option<&str>,
+    ) -> Result<User, Error> {
+        let client_ip = client_ip.map(str::to_owned);
+        self.call(|c, ctx| async move { c.create_user(ctx, user, client_ip).await })
             .await
     }
 

@@ -13,7 +13,12 @@ use crate::validate;
 
 /// Creates an account: every field checked, the password against the policy, a taken
 /// address refused before paying for a hash.
-pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User, ApiError> {
+pub(super) async fn create_user(
+    service: &Service,
+    user: NewUser,
+    client_ip: Option<String>,
+) -> Result<User, ApiError> {
+    let ip = validate::client_ip(client_ip.as_deref())?;
     let email = validate::email(&user.email)?;
     let name = validate::name(&user.name)?;
     let role = validate::role(user.role.as_deref())?;
@@ -22,6 +27,8 @@ pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User
         .state
         .passwords
         .check_policy(&user.password, Some(&email))?;
+    // After every field passed: a refused sign-up takes no cell.
+    service.state.limits().signup(ip)?;
     // Refuse a taken address before paying for a hash; the insert checks again
     // inside its transaction, which is what makes the index unique.
     if service.state.store.user_by_email(&email).await?.is_some() {
@@ -30,7 +37,7 @@ pub(super) async fn create_user(service: &Service, user: NewUser) -> Result<User
     let password_hash = service
         .state
         .passwords
-        .hash(normalised, service.flow(None))
+        .hash(normalised, service.flow(ip))
         .await?;
     let record = service
         .state

@@ -230,11 +230,16 @@ impl Latchkey for Service {
             .await
     }
 
-    async fn create_user(self, _: Context, user: NewUser) -> Result<User, ApiError> {
+    async fn create_user(
+        self,
+        _: Context,
+        user: NewUser,
+        client_ip: Option<String>,
+    ) -> Result<User, ApiError> {
         self.call(
             "create_user",
             Needs::App,
-            accounts::create_user(&self, user),
+            accounts::create_user(&self, user, client_ip),
         )
         .await
     }

@@ -588,3 +588,62 @@ async fn a_failed_login_is_in_the_event_log_after_a_crash() {
     assert_eq!(failed[0].user_id, Some(ada.id));
     assert_eq!(failed[0].client_ip.as_deref(), Some("198.51.100.4"));
 }
+
+/// Issue 19, item 11: `create_user` had no rate limit and no `client_ip`. Sign-ups are now
+/// counted per client IP once every field has passed; calls without one, as older clients
+/// send them, are not limited per IP.
+#[tokio::test]
+async fn sign_ups_are_limited_per_client_ip() {
+    let daemon = Setup::new()
+        .toml("[limits]\nsignup_per_ip = { burst = 2, per_secs = 3600 }")
+        .start()
+        .await;
+    let client = daemon.client().await;
+    let ip = Some("198.51.100.20");
+    // A refused sign-up takes no cell.
+    assert_api_error(
+        client
+            .create_user_from(new_user("not an address", PASSWORD), ip)
+            .await,
+        ApiError::InvalidEmail,
+    );
+    for n in 0..2 {
+        client
+            .create_user_from(new_user(&format!("signup{n}@example.com"), PASSWORD), ip)
+            .await
+            .expect("within the limit");
+    }
+    assert!(matches!(
+        api_error(
+            client
+                .create_user_from(new_user("signup2@example.com", PASSWORD), ip)
+                .await
+        ),
+        ApiError::RateLimited { retry_after_secs } if retry_after_secs > 0
+    ));
+    assert_eq!(
+        api_error(client.find_user("signup2@example.com").await),
+        ApiError::NotFound,
+        "the refused sign-up created nothing"
+    );
+    client
+        .create_user_from(
+            new_user("signup2@example.com", PASSWORD),
+            Some("198.51.100.21"),
+        )
+        .await
+        .expect("another address has its own cell");
+    client
+        .create_user(new_user("signup3@example.com", PASSWORD))
+        .await
+        .expect("no client_ip, no per-IP limit");
+    assert_api_error(
+        client
+            .create_user_from(new_user("signup4@example.com", PASSWORD), Some("not an ip"))
+            .await,
+        ApiError::InvalidInput {
+            field: "client_ip".into(),
+            reason: "not an IPv4 or IPv6 address".into(),
+        },
+    );
+}
