@@ -371,7 +371,7 @@ impl<C: Clock + Clone> Bucket<C> {
         })
     }
 
-    /// At the cap: drops what has idled out, then, if that is not enough, the fullest half.
+    /// Drops what has idled out, then, if the cap is still reached, the fullest half.
     fn make_room(&self, name: &str) {
         self.limiter.retain_recent();
         if self.limiter.len() < self.max_keys {
@@ -389,10 +389,8 @@ impl<C: Clock + Clone> Bucket<C> {
     }
 
     fn cleanup(&self, name: &str) {
-        self.limiter.retain_recent();
-        if self.limiter.len() >= self.max_keys {
-            self.make_room(name);
-        }
+        // make_room drops what has idled out first, and evicts only if that is not enough.
+        self.make_room(name);
         self.limiter.shrink_to_fit();
     }
 }
