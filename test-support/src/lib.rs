@@ -44,6 +44,22 @@ pub fn our_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
+/// Whether this test can do what needs root (`why` says what). Without root it says so and
+/// the test should return; under `CI`, which runs as root, that fails the test instead of
+/// skipping it.
+#[track_caller]
+pub fn have_root(why: &str) -> bool {
+    if our_uid() == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root, and this test needs it: it {why}"
+    );
+    eprintln!("this test {why}, which needs root (CI runs as root)");
+    false
+}
+
 /// A uid that is not ours, for configurations that must not match us.
 pub fn another_uid() -> u32 {
     our_uid().wrapping_add(1)

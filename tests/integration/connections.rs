@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
 use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStdout, Command};
 
-use latchkey_test_support::{our_uid, Daemon, Setup};
+use latchkey_test_support::{have_root, Daemon, Setup};
 
 /// Opens connections one by one and reports, for each, whether the daemon kept it ("open")
 /// or closed it at once ("closed"); then holds the open ones until killed.
@@ -135,12 +135,7 @@ async fn eventually_served(daemon: &Daemon) -> latchkey_client::Client {
 
 #[tokio::test]
 async fn apps_holding_every_slot_leave_the_admin_its_own() {
-    if our_uid() != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root, and this test needs it: it connects as another uid"
-        );
-        eprintln!("this test connects as another uid, which needs root (CI runs as root)");
+    if !have_root("connects as another uid") {
         return;
     }
     let app = 64_251;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use latchkey_client::{ApiError, Client, ImportUser, NewUser};
 
-use latchkey_test_support::{our_uid, Setup};
+use latchkey_test_support::{have_root, Setup};
 
 /// A tmpfs of `size` mounted at `path`, unmounted when dropped.
 struct Tmpfs(PathBuf);
@@ -72,12 +72,7 @@ async fn import(client: &Client, tag: &str) -> Result<(), ApiError> {
 
 #[tokio::test]
 async fn a_full_disk_refuses_writes_loses_nothing_and_the_restarted_daemon_writes_again() {
-    if our_uid() != 0 {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root, and this test needs it: it mounts a tmpfs"
-        );
-        eprintln!("this test mounts a tmpfs, which needs root (CI runs as root)");
+    if !have_root("mounts a tmpfs") {
         return;
     }
     if latchkey_test_support::postgres::backend() != latchkey_test_support::postgres::Backend::Sled
