@@ -17,7 +17,7 @@ use crate::mail::MailConfig;
 use crate::maintenance::EventsConfig;
 use crate::passwords::PasswordConfig;
 use crate::server::{AuthConfig, ServerConfig};
-use crate::service::ResetConfig;
+use crate::service::{ResetConfig, SignUpConfig};
 pub use crate::setting::BadSetting;
 use crate::store::StoreConfig;
 
@@ -35,6 +35,8 @@ pub struct Config {
     pub passwords: PasswordConfig,
     /// Reset tokens and links.
     pub reset: ResetConfig,
+    /// Sign-up from an application's form.
+    pub signup: SignUpConfig,
     /// Rate limits.
     pub limits: LimitsConfig,
     /// The event log.
@@ -98,6 +100,7 @@ impl Config {
         self.store.validate()?;
         self.passwords.validate()?;
         self.reset.validate()?;
+        self.signup.validate()?;
         self.limits
             .validate()
             .map_err(|reason| BadSetting::new("limits", reason))?;

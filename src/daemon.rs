@@ -123,6 +123,7 @@ pub async fn run(
         store: store.clone(),
         passwords,
         reset: ArcSwap::from_pointee(config.reset.clone()),
+        signup: ArcSwap::from_pointee(config.signup.clone()),
         limits: limits.clone(),
         mail_wake: Arc::new(tokio::sync::Notify::new()),
         metrics,
@@ -285,8 +286,9 @@ async fn monitor(store: Store, probe: Arc<ProbeCell>, stop: CancellationToken) {
 }
 
 /// Settings that SIGHUP applies live, by dotted prefix; everything else needs a restart.
-const LIVE: [&str; 9] = [
+const LIVE: [&str; 10] = [
     "reset.",
+    "signup.",
     "limits.",
     "events.",
     "mail.from",
@@ -299,7 +301,7 @@ const LIVE: [&str; 9] = [
 
 /// What SIGHUP can change while the daemon runs.
 struct Live {
-    /// The reset settings and the rate limiters, read by the service.
+    /// The reset and sign-up settings and the rate limiters, read by the service.
     state: Arc<State>,
     /// The event log's retention, read by the sweeper.
     upkeep: Arc<Maintenance>,
@@ -362,6 +364,7 @@ fn reload(
         live.state.limits.store(Arc::new(Limits::new(&new.limits)));
     }
     live.state.reset.store(Arc::new(new.reset.clone()));
+    live.state.signup.store(Arc::new(new.signup.clone()));
     live.upkeep.events.store(Arc::new(new.events.clone()));
     Some(new)
 }

@@ -84,7 +84,7 @@ pub fn template(data: &[u8]) {
     let (source, value) = text
         .split_once('\n')
         .unwrap_or((&text, "<b>\"x\" & 'y'</b>"));
-    for kind in [MailKind::PasswordReset, MailKind::PasswordChanged] {
+    for kind in MailKind::ALL {
         let Ok(template) = Template::parse(source, kind) else {
             continue;
         };
@@ -152,6 +152,11 @@ fn service() -> &'static (tokio::runtime::Runtime, crate::service::Service) {
                 store,
                 passwords,
                 reset: arc_swap::ArcSwap::from_pointee(Default::default()),
+                // The concealing mode, the sign-up path with more to it.
+                signup: arc_swap::ArcSwap::from_pointee(crate::service::SignUpConfig {
+                    conceal_taken_addresses: true,
+                    ..Default::default()
+                }),
                 limits,
                 mail_wake: Arc::new(tokio::sync::Notify::new()),
                 metrics,

@@ -63,8 +63,11 @@ pub struct LimitsConfig {
     pub token_per_ip: Rate,
     /// Login attempts per client IP, failed or not.
     pub login_per_ip: Rate,
-    /// Accounts created (`create_user`) per client IP, for calls that pass one.
+    /// Accounts created (`create_user`, `sign_up`) per client IP, for calls that pass one.
     pub signup_per_ip: Rate,
+    /// Sign-ups per normalised email, whether or not it has an account: the most mail a
+    /// sign-up form can send one address.
+    pub signup_per_email: Rate,
     /// Throttling by consecutive failed logins per account (NIST SP 800-63B 5.2.2).
     pub login_failures: LoginFailuresConfig,
     /// Most keys one limiter holds; reaching it evicts the fullest half of its buckets.
@@ -96,6 +99,10 @@ impl Default for LimitsConfig {
                 burst: 10,
                 per_secs: 3600,
             },
+            signup_per_email: Rate {
+                burst: 3,
+                per_secs: 3600,
+            },
             login_failures: LoginFailuresConfig::default(),
             max_keys: 1_000_000,
             cleanup_interval_secs: 60,
@@ -122,13 +129,14 @@ impl LimitsConfig {
         Ok(())
     }
 
-    fn rates(&self) -> [(&'static str, Rate); 5] {
+    fn rates(&self) -> [(&'static str, Rate); 6] {
         [
             ("reset_per_ip", self.reset_per_ip),
             ("reset_per_email", self.reset_per_email),
             ("token_per_ip", self.token_per_ip),
             ("login_per_ip", self.login_per_ip),
             ("signup_per_ip", self.signup_per_ip),
+            ("signup_per_email", self.signup_per_email),
         ]
     }
 }
@@ -411,6 +419,7 @@ pub struct Limits<C: Clock + Clone = DefaultClock> {
     token_ip: Bucket<C>,
     login_ip: Bucket<C>,
     signup_ip: Bucket<C>,
+    signup_email: Bucket<C>,
 }
 
 impl Limits {
@@ -432,6 +441,7 @@ impl<C: Clock + Clone> Limits<C> {
             token_ip: bucket(config.token_per_ip),
             login_ip: bucket(config.login_per_ip),
             signup_ip: bucket(config.signup_per_ip),
+            signup_email: bucket(config.signup_per_email),
         }
     }
 
@@ -477,6 +487,11 @@ impl<C: Clock + Clone> Limits<C> {
         self.check_ip("signup_per_ip", &self.signup_ip, ip)
     }
 
+    /// A sign-up for a normalised address, with or without an account behind it.
+    pub fn signup_email(&self, email: &str) -> Result<(), ApiError> {
+        self.signup_email.check("signup_per_email", self.key(email))
+    }
+
     /// Drops idle keys from every limiter and re-arms the key caps.
     pub fn cleanup(&self) {
         for (name, bucket) in self.buckets() {
@@ -490,18 +505,19 @@ impl<C: Clock + Clone> Limits<C> {
     }
 
     /// Keys each limiter has evicted because it was full, by limiter name.
-    pub fn evicted(&self) -> [(&'static str, u64); 5] {
+    pub fn evicted(&self) -> [(&'static str, u64); 6] {
         self.buckets()
             .map(|(name, b)| (name, b.evicted.load(Ordering::Relaxed)))
     }
 
-    fn buckets(&self) -> [(&'static str, &Bucket<C>); 5] {
+    fn buckets(&self) -> [(&'static str, &Bucket<C>); 6] {
         [
             ("reset_per_ip", &self.reset_ip),
             ("reset_per_email", &self.reset_email),
             ("token_per_ip", &self.token_ip),
             ("login_per_ip", &self.login_ip),
             ("signup_per_ip", &self.signup_ip),
+            ("signup_per_email", &self.signup_email),
         ]
     }
 }

@@ -4,6 +4,8 @@
 use std::net::IpAddr;
 
 use latchkey_client::ApiError;
+
+pub use crate::store::DEFAULT_ROLE;
 use unicode_normalization::UnicodeNormalization as _;
 
 /// Longest email accepted (RFC 5321's path limit).
@@ -115,7 +117,7 @@ pub fn name(raw: &str) -> Result<String, ApiError> {
 /// A role label: `"user"` when absent; otherwise 1 to 64 bytes of ASCII letters, digits, `-`,
 /// `_`, `.` or `:`.
 pub fn role(raw: Option<&str>) -> Result<String, ApiError> {
-    let role = raw.map(str::trim).unwrap_or("user");
+    let role = raw.map(str::trim).unwrap_or(DEFAULT_ROLE);
     if role.is_empty()
         || role.len() > MAX_ROLE_BYTES
         || !role

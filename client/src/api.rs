@@ -96,6 +96,57 @@ pub struct NewUser {
     pub locale: Option<String>,
 }
 
+/// What `sign_up` needs: an account as a person asks for it on an application's sign-up
+/// form. Unlike [`NewUser`] it has no role: every account a sign-up makes gets `"user"`.
+///
+/// ```
+/// let form = latchkey_client::SignUp {
+///     email: "ada@example.com".into(),
+///     name: "Ada".into(),
+///     password: "correct horse battery staple".into(),
+///     locale: None,
+/// };
+/// assert_eq!(serde_json::to_value(&form).unwrap()["email"], "ada@example.com");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignUp {
+    /// Email address; normalised and unique.
+    pub email: String,
+    /// Display name (may be empty).
+    #[serde(default)]
+    pub name: String,
+    /// The password, checked against the password policy.
+    pub password: String,
+    /// Preferred locale for mail.
+    #[serde(default)]
+    pub locale: Option<String>,
+}
+
+/// How a sign-up went, as the daemon's `[signup]` settings make it go.
+///
+/// ```
+/// use latchkey_client::SignUpOutcome;
+/// assert_eq!(
+///     serde_json::to_string(&SignUpOutcome::ConfirmationSent).unwrap(),
+///     r#"{"outcome":"confirmation_sent"}"#
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SignUpOutcome {
+    /// The account exists now (`signup.conceal_taken_addresses = false`, the default); a
+    /// taken address is refused with [`ApiError::EmailTaken`] instead.
+    Created {
+        /// The new account.
+        user: User,
+    },
+    /// A mail went to the address (`signup.conceal_taken_addresses = true`): a link to
+    /// finish the sign-up if the address had no account, a notice to its owner if it had.
+    /// The reply is the same either way; the account exists once the link is used, with
+    /// the password, through `confirm_sign_up`. Tell the person to check their mail.
+    ConfirmationSent,
+}
+
 /// The result of a password change: drop the user's sessions from older epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PasswordChanged {
@@ -401,6 +452,18 @@ pub trait Latchkey {
     /// Creates an account; `client_ip` (optional, absent from older clients) is the address
     /// the sign-up came from, for the per-IP sign-up limit.
     async fn create_user(user: NewUser, client_ip: Option<String>) -> Result<User, ApiError>;
+    /// Signs a person up from an application's form: per `[signup]`, creates the account at
+    /// once, or (concealing taken addresses) mails a link to finish and answers the same for
+    /// every address. Rate-limited per client IP and per address.
+    async fn sign_up(user: SignUp, client_ip: Option<String>) -> Result<SignUpOutcome, ApiError>;
+    /// Finishes a concealed sign-up: the token from the mailed link and the password chosen
+    /// at sign-up create the account. `InvalidToken` for a link that is not (or no longer)
+    /// valid, `InvalidCredentials` for a wrong password (5 of them kill the link).
+    async fn confirm_sign_up(
+        token: String,
+        password: String,
+        client_ip: Option<String>,
+    ) -> Result<User, ApiError>;
     /// Looks an account up by id.
     async fn get_user(id: UserId) -> Result<User, ApiError>;
     /// Looks an account up by email (normalised before the lookup).

@@ -391,6 +391,65 @@ impl Client {
             .await
     }
 
+    /// Signs a person up from the application's sign-up form, for `client_ip` (counted
+    /// against `limits.signup_per_ip`, and the address against `limits.signup_per_email`).
+    /// With `signup.conceal_taken_addresses` on, every address gets
+    /// [`SignUpOutcome::ConfirmationSent`] and a mail; the account is made by
+    /// [`Client::confirm_sign_up`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// use latchkey_client::{SignUp, SignUpOutcome};
+    /// let form = SignUp {
+    ///     email: "ada@example.com".into(),
+    ///     name: "Ada".into(),
+    ///     password: "correct horse battery staple".into(),
+    ///     locale: None,
+    /// };
+    /// match client.sign_up(form, Some("203.0.113.7")).await? {
+    ///     SignUpOutcome::Created { user } => { /* sign the user in */ }
+    ///     SignUpOutcome::ConfirmationSent => { /* "check your mail to finish" */ }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn sign_up(
+        &self,
+        user: SignUp,
+        client_ip: Option<&str>,
+    ) -> Result<SignUpOutcome, Error> {
+        let client_ip = client_ip.map(str::to_owned);
+        self.call(|c, ctx| async move { c.sign_up(ctx, user, client_ip).await })
+            .await
+    }
+
+    /// Finishes a concealed sign-up with the token from the mailed link and the password
+    /// chosen at sign-up; returns the new account, ready to sign in.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client, token: &str) -> Result<(), latchkey_client::Error> {
+    /// let user = client
+    ///     .confirm_sign_up(token, "correct horse battery staple", Some("203.0.113.7"))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn confirm_sign_up(
+        &self,
+        token: &str,
+        password: &str,
+        client_ip: Option<&str>,
+    ) -> Result<User, Error> {
+        self.call(|c, ctx| async move {
+            c.confirm_sign_up(
+                ctx,
+                token.to_owned(),
+                password.to_owned(),
+                client_ip.map(str::to_owned),
+            )
+            .await
+        })
+        .await
+    }
+
     /// Looks an account up by id; `NotFound` if there is none.
     ///
     /// ```no_run

@@ -32,11 +32,11 @@ pub(crate) enum ComposeError {
     /// The recipient is not an address lettre accepts.
     #[error("the recipient address is not valid: {0}")]
     Recipient(String),
-    /// A reset job without its link (a bug in whatever queued it).
-    #[error("a password_reset job without a link")]
+    /// A job of a kind with a link, without its link (a bug in whatever queued it).
+    #[error("a mail that needs a link has none")]
     NoLink,
-    /// The reset link expired while the mail waited; sending it would only confuse.
-    #[error("the reset link expired before the mail could be sent")]
+    /// The link expired while the mail waited; sending it would only confuse.
+    #[error("the link expired before the mail could be sent")]
     Expired,
     /// lettre refused the message.
     #[error("cannot build the message: {0}")]
@@ -81,7 +81,10 @@ impl Composer {
         vars.set("email", job.to.clone());
         vars.set("client_ip", job.client_ip.clone().unwrap_or_default());
         vars.set("at", utc(job.at));
-        if job.kind == MailKind::PasswordReset {
+        if job.kind == MailKind::SignUpExisting {
+            vars.set("link", job.link.as_deref().ok_or(ComposeError::NoLink)?);
+        }
+        if job.kind.has_expiring_link() {
             let link = job.link.as_deref().ok_or(ComposeError::NoLink)?;
             let expires_at = job.expires_at.unwrap_or(0);
             if expires_at <= now {

@@ -96,10 +96,8 @@ pub enum TransportKind {
 pub struct SubjectsConfig {
     /// The text as configured, for printing and comparing the configuration.
     text: SubjectsText,
-    /// `password_reset`, parsed.
-    reset: Template,
-    /// `password_changed`, parsed.
-    changed: Template,
+    /// Each kind's subject, parsed, in [`MailKind::ALL`] order.
+    parsed: [Template; 4],
 }
 
 /// The subject lines as written in the configuration.
@@ -110,6 +108,10 @@ struct SubjectsText {
     password_reset: String,
     /// Default `"Your {{product}} password was changed"`.
     password_changed: String,
+    /// Default `"Finish signing up for {{product}}"`.
+    sign_up_confirm: String,
+    /// Default `"You already have a {{product}} account"`.
+    sign_up_existing: String,
 }
 
 impl Default for SubjectsText {
@@ -117,6 +119,20 @@ impl Default for SubjectsText {
         SubjectsText {
             password_reset: "Reset your {{product}} password".into(),
             password_changed: "Your {{product}} password was changed".into(),
+            sign_up_confirm: "Finish signing up for {{product}}".into(),
+            sign_up_existing: "You already have a {{product}} account".into(),
+        }
+    }
+}
+
+impl SubjectsText {
+    /// The configured text for `kind`.
+    fn get(&self, kind: MailKind) -> &str {
+        match kind {
+            MailKind::PasswordReset => &self.password_reset,
+            MailKind::PasswordChanged => &self.password_changed,
+            MailKind::SignUpConfirm => &self.sign_up_confirm,
+            MailKind::SignUpExisting => &self.sign_up_existing,
         }
     }
 }
@@ -125,22 +141,16 @@ impl TryFrom<SubjectsText> for SubjectsConfig {
     type Error = String;
 
     fn try_from(text: SubjectsText) -> Result<SubjectsConfig, String> {
-        let parse = |key: &str, source: &str, kind| {
-            Template::parse(source, kind).map_err(|e| format!("{key}: {e}"))
-        };
-        Ok(SubjectsConfig {
-            reset: parse(
-                "mail.subjects.password_reset",
-                &text.password_reset,
-                MailKind::PasswordReset,
-            )?,
-            changed: parse(
-                "mail.subjects.password_changed",
-                &text.password_changed,
-                MailKind::PasswordChanged,
-            )?,
-            text,
-        })
+        let mut parsed = Vec::with_capacity(MailKind::ALL.len());
+        for kind in MailKind::ALL {
+            let template = Template::parse(text.get(kind), kind)
+                .map_err(|e| format!("mail.subjects.{}: {e}", kind.name()))?;
+            parsed.push(template);
+        }
+        let parsed = parsed
+            .try_into()
+            .map_err(|_| "mail.subjects: one subject per kind".to_owned())?;
+        Ok(SubjectsConfig { text, parsed })
     }
 }
 
@@ -156,8 +166,7 @@ impl Default for SubjectsConfig {
         // The default subjects parse (a unit test holds them to it); should they ever not, the
         // text is sent as it stands rather than the daemon refusing its own defaults.
         SubjectsConfig::try_from(text.clone()).unwrap_or_else(|_| SubjectsConfig {
-            reset: Template::literal(&text.password_reset),
-            changed: Template::literal(&text.password_changed),
+            parsed: MailKind::ALL.map(|kind| Template::literal(text.get(kind))),
             text,
         })
     }
@@ -166,10 +175,8 @@ impl Default for SubjectsConfig {
 impl SubjectsConfig {
     /// The subject for `kind`.
     pub(crate) fn get(&self, kind: MailKind) -> &Template {
-        match kind {
-            MailKind::PasswordReset => &self.reset,
-            MailKind::PasswordChanged => &self.changed,
-        }
+        let index = MailKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &self.parsed[index]
     }
 }
 

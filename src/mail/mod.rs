@@ -64,16 +64,35 @@ pub enum MailKind {
     PasswordReset,
     /// "Your password was changed."
     PasswordChanged,
+    /// The link that finishes a sign-up (concealing mode, an address without an account).
+    SignUpConfirm,
+    /// "You already have an account" (concealing mode, an address that has one).
+    SignUpExisting,
 }
 
 impl MailKind {
-    /// The kind as serialised and as template files are named: `"password_reset"` or
-    /// `"password_changed"`.
+    /// Every kind.
+    pub const ALL: [MailKind; 4] = [
+        MailKind::PasswordReset,
+        MailKind::PasswordChanged,
+        MailKind::SignUpConfirm,
+        MailKind::SignUpExisting,
+    ];
+
+    /// The kind as serialised and as template files are named: `"password_reset"`,
+    /// `"password_changed"`, `"sign_up_confirm"` or `"sign_up_existing"`.
     pub fn name(self) -> &'static str {
         match self {
             MailKind::PasswordReset => "password_reset",
             MailKind::PasswordChanged => "password_changed",
+            MailKind::SignUpConfirm => "sign_up_confirm",
+            MailKind::SignUpExisting => "sign_up_existing",
         }
+    }
+
+    /// Whether the message carries a link that expires (and must not be sent once it has).
+    pub fn has_expiring_link(self) -> bool {
+        matches!(self, MailKind::PasswordReset | MailKind::SignUpConfirm)
     }
 }
 
@@ -92,9 +111,9 @@ pub struct MailJob {
     pub to: String,
     /// Recipient's locale, for choosing a template.
     pub locale: Option<String>,
-    /// The reset link (reset mail only).
+    /// The link (reset, sign-up and existing-account mail).
     pub link: Option<String>,
-    /// When the link expires (reset mail only; Unix seconds).
+    /// When the link expires (reset and sign-up mail; Unix seconds).
     pub expires_at: Option<u64>,
     /// The client IP the application passed with the request, if any.
     pub client_ip: Option<String>,

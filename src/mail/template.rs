@@ -28,13 +28,21 @@ use super::MailKind;
 /// Variables every message has.
 const COMMON_VARIABLES: &[&str] = &["product", "email", "client_ip", "at"];
 
-/// Variables only the reset mail has.
-const RESET_VARIABLES: &[&str] = &["link", "expires_at", "expires_in_minutes"];
+/// Variables of the mails with an expiring link (reset, sign-up).
+const LINK_VARIABLES: &[&str] = &["link", "expires_at", "expires_in_minutes"];
+
+/// The variables of `kind` beyond the common ones.
+fn kind_variables(kind: MailKind) -> &'static [&'static str] {
+    match kind {
+        MailKind::PasswordReset | MailKind::SignUpConfirm => LINK_VARIABLES,
+        MailKind::SignUpExisting => &["link"],
+        MailKind::PasswordChanged => &[],
+    }
+}
 
 /// Whether `name` is a variable of `kind`.
 fn known(name: &str, kind: MailKind) -> bool {
-    COMMON_VARIABLES.contains(&name)
-        || (kind == MailKind::PasswordReset && RESET_VARIABLES.contains(&name))
+    COMMON_VARIABLES.contains(&name) || kind_variables(kind).contains(&name)
 }
 
 /// A parsed template.
@@ -134,9 +142,7 @@ fn tokenize(source: &str, kind: MailKind) -> Result<Vec<Token>, String> {
         };
         if !known(name, kind) {
             let mut names: Vec<&str> = COMMON_VARIABLES.to_vec();
-            if kind == MailKind::PasswordReset {
-                names.extend_from_slice(RESET_VARIABLES);
-            }
+            names.extend_from_slice(kind_variables(kind));
             return Err(format!(
                 "line {line}: unknown variable {{{{{name}}}}} (a {} mail has: {})",
                 kind.name(),

@@ -75,14 +75,35 @@ pub(crate) struct Templates {
     default_chain: Vec<String>,
     /// The overrides, by lowercased locale and kind.
     variants: HashMap<(String, MailKind), Variant>,
-    /// The built-in reset mail.
-    builtin_reset: Variant,
-    /// The built-in password-changed notice.
-    builtin_changed: Variant,
-    /// `mail.subjects.password_reset`.
-    subject_reset: Template,
-    /// `mail.subjects.password_changed`.
-    subject_changed: Template,
+    /// The built-in variants, in [`MailKind::ALL`] order.
+    builtin: [Variant; 4],
+    /// `mail.subjects`, in [`MailKind::ALL`] order.
+    subjects: [Template; 4],
+}
+
+/// The built-in English templates, text and HTML, in [`MailKind::ALL`] order.
+const BUILTIN: [(&str, &str); 4] = [
+    (
+        include_str!("../../templates/en/password_reset.txt"),
+        include_str!("../../templates/en/password_reset.html"),
+    ),
+    (
+        include_str!("../../templates/en/password_changed.txt"),
+        include_str!("../../templates/en/password_changed.html"),
+    ),
+    (
+        include_str!("../../templates/en/sign_up_confirm.txt"),
+        include_str!("../../templates/en/sign_up_confirm.html"),
+    ),
+    (
+        include_str!("../../templates/en/sign_up_existing.txt"),
+        include_str!("../../templates/en/sign_up_existing.html"),
+    ),
+];
+
+/// The position of `kind` in [`MailKind::ALL`].
+fn index(kind: MailKind) -> usize {
+    MailKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
 impl Templates {
@@ -93,31 +114,29 @@ impl Templates {
             Some(dir) => load_dir(dir)?,
             None => HashMap::new(),
         };
+        let mut builtins = Vec::with_capacity(BUILTIN.len());
+        for (kind, (text, html)) in MailKind::ALL.into_iter().zip(BUILTIN) {
+            builtins.push(builtin(kind, text, html)?);
+        }
+        let builtin = builtins.try_into().map_err(|_| SetupError::Config {
+            key: "built-in templates",
+            reason: "one template per kind".into(),
+        })?;
         Ok(Templates {
             default_chain: fallback_chain(&config.default_locale),
             variants,
-            builtin_reset: builtin(
-                MailKind::PasswordReset,
-                include_str!("../../templates/en/password_reset.txt"),
-                include_str!("../../templates/en/password_reset.html"),
-            )?,
-            builtin_changed: builtin(
-                MailKind::PasswordChanged,
-                include_str!("../../templates/en/password_changed.txt"),
-                include_str!("../../templates/en/password_changed.html"),
-            )?,
-            subject_reset: config.subjects.get(MailKind::PasswordReset).clone(),
-            subject_changed: config.subjects.get(MailKind::PasswordChanged).clone(),
+            builtin,
+            subjects: MailKind::ALL.map(|kind| config.subjects.get(kind).clone()),
         })
     }
 
     /// Renders `kind` for a user whose locale is `locale`.
     pub(crate) fn render(&self, kind: MailKind, locale: Option<&str>, vars: &Vars) -> Rendered {
         let variant = self.choose(kind, locale);
-        let subject = variant.subject.as_ref().unwrap_or(match kind {
-            MailKind::PasswordReset => &self.subject_reset,
-            MailKind::PasswordChanged => &self.subject_changed,
-        });
+        let subject = variant
+            .subject
+            .as_ref()
+            .unwrap_or(&self.subjects[index(kind)]);
         Rendered {
             locale: variant.locale.clone(),
             subject: one_line(&subject.render(vars, false)),
@@ -133,10 +152,7 @@ impl Templates {
             .iter()
             .chain(&self.default_chain)
             .find_map(|l| self.variants.get(&(l.clone(), kind)))
-            .unwrap_or(match kind {
-                MailKind::PasswordReset => &self.builtin_reset,
-                MailKind::PasswordChanged => &self.builtin_changed,
-            })
+            .unwrap_or(&self.builtin[index(kind)])
     }
 }
 
@@ -228,8 +244,8 @@ fn load_dir(dir: &Path) -> Result<HashMap<(String, MailKind), Variant>, SetupErr
             let Some((kind, part)) = part_of(&file_name) else {
                 return Err(template_err(
                     &file_path,
-                    "unexpected file: expected password_reset or password_changed, with \
-                     .txt, .html or .subject"
+                    "unexpected file: expected password_reset, password_changed, \
+                     sign_up_confirm or sign_up_existing, with .txt, .html or .subject"
                         .into(),
                 ));
             };
@@ -279,9 +295,7 @@ enum Part {
 /// `password_reset.txt` → the reset mail's text part.
 fn part_of(file_name: &str) -> Option<(MailKind, Part)> {
     let (stem, ext) = file_name.rsplit_once('.')?;
-    let kind = [MailKind::PasswordReset, MailKind::PasswordChanged]
-        .into_iter()
-        .find(|k| k.name() == stem)?;
+    let kind = MailKind::ALL.into_iter().find(|k| k.name() == stem)?;
     let part = match ext {
         "subject" => Part::Subject,
         "txt" => Part::Text,

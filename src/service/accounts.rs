@@ -29,9 +29,45 @@ pub(super) async fn create_user(
         .check_policy(&user.password, Some(&email))?;
     // After every field passed: a refused sign-up takes no cell.
     service.state.limits().signup(ip)?;
-    // Refuse a taken address before paying for a hash; the insert checks again
-    // inside its transaction, which is what makes the index unique.
-    if service.state.store.user_by_email(&email).await?.is_some() {
+    let account = Account {
+        email,
+        name,
+        role,
+        locale,
+    };
+    Ok(insert_account(service, account, normalised, ip)
+        .await?
+        .to_api())
+}
+
+/// The fields of an account to create, checked.
+pub(super) struct Account {
+    /// Normalised email.
+    pub(super) email: String,
+    /// Display name.
+    pub(super) name: String,
+    /// Role label.
+    pub(super) role: String,
+    /// Preferred locale.
+    pub(super) locale: Option<String>,
+}
+
+/// Creates a checked account with the password `normalised` (policy passed): a taken address
+/// is refused before paying for a hash; the insert checks again inside its transaction,
+/// which is what makes the index unique.
+pub(super) async fn insert_account(
+    service: &Service,
+    account: Account,
+    normalised: String,
+    ip: Option<std::net::IpAddr>,
+) -> Result<UserRecord, ApiError> {
+    if service
+        .state
+        .store
+        .user_by_email(&account.email)
+        .await?
+        .is_some()
+    {
         return Err(ApiError::EmailTaken);
     }
     let password_hash = service
@@ -43,16 +79,16 @@ pub(super) async fn create_user(
         .state
         .store
         .insert_user(NewUserRecord {
-            email,
-            name,
-            role,
+            email: account.email,
+            name: account.name,
+            role: account.role,
             status: UserStatus::Active,
             password_hash,
-            locale,
+            locale: account.locale,
             created_at: now(),
         })
         .await?;
-    Ok(record.to_api())
+    Ok(record)
 }
 
 /// The account with this id.

@@ -4,6 +4,7 @@
 //! - `accounts`: creating, reading, listing, disabling, deleting and importing accounts, and
 //!   an admin setting a password.
 //! - `login`: checking a password (`verify_password`) and changing it with the old one.
+//! - `signup`: sign-up from an application's form, at once or concealing taken addresses.
 //! - `reset`: the forgot-password flow. A token is minted in `request_password_reset` (or
 //!   `admin_reset_link`), checked in `check_reset_token`, and consumed with the new password
 //!   in `complete_password_reset`; its format is in `crate::tokens`, its record in
@@ -23,6 +24,7 @@ mod events;
 mod login;
 mod outbox;
 mod reset;
+mod signup;
 mod status;
 
 use std::future::Future;
@@ -32,8 +34,8 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use latchkey_client::{
     ApiError, BackupChunk, CallerRole, Event, ExportedUser, Health, ImportOutcome, ImportUser,
-    Latchkey, NewUser, OutboxMessage, PasswordChanged, ResetLink, TokenCheck, TokenState, User,
-    UserId, UserRef, UserStatus,
+    Latchkey, NewUser, OutboxMessage, PasswordChanged, ResetLink, SignUp, SignUpOutcome,
+    TokenCheck, TokenState, User, UserId, UserRef, UserStatus,
 };
 use tarpc::context::Context;
 
@@ -43,6 +45,7 @@ use crate::passwords::Passwords;
 use crate::store::{SharedLimit, Store};
 
 pub use reset::ResetConfig;
+pub use signup::SignUpConfig;
 
 /// Most items one list call returns.
 pub(crate) const MAX_PAGE: u32 = 1000;
@@ -63,6 +66,8 @@ pub(crate) struct State {
     pub(crate) passwords: Passwords,
     /// Token lifetimes, the per-user cap, the link template: SIGHUP may replace them.
     pub(crate) reset: ArcSwap<ResetConfig>,
+    /// The sign-up settings: SIGHUP may replace them.
+    pub(crate) signup: ArcSwap<SignUpConfig>,
     /// The rate limiters in force: SIGHUP may replace them.
     pub(crate) limits: LiveLimits,
     /// Wakes the mail sender when a message is queued or retried.
@@ -107,12 +112,18 @@ impl State {
         self.reset.load_full()
     }
 
+    /// The sign-up settings in force.
+    fn signup(&self) -> Arc<SignUpConfig> {
+        self.signup.load_full()
+    }
+
     /// Takes one call from the limit `limit` for `key` across every host sharing the store
     /// (after the in-process buckets, which count this host's calls only).
     async fn take_shared(&self, limit: SharedLimit, key: &str) -> Result<(), ApiError> {
         let limits = self.limits();
         let rate = match limit {
             SharedLimit::ResetPerEmail => limits.config().reset_per_email,
+            SharedLimit::SignUpPerEmail => limits.config().signup_per_email,
         };
         let now_ms = crate::clock::now_ms();
         match self
@@ -240,6 +251,35 @@ impl Latchkey for Service {
             "create_user",
             Needs::App,
             accounts::create_user(&self, user, client_ip),
+        )
+        .await
+    }
+
+    async fn sign_up(
+        self,
+        _: Context,
+        user: SignUp,
+        client_ip: Option<String>,
+    ) -> Result<SignUpOutcome, ApiError> {
+        self.call(
+            "sign_up",
+            Needs::App,
+            signup::sign_up(&self, user, client_ip),
+        )
+        .await
+    }
+
+    async fn confirm_sign_up(
+        self,
+        _: Context,
+        token: String,
+        password: String,
+        client_ip: Option<String>,
+    ) -> Result<User, ApiError> {
+        self.call(
+            "confirm_sign_up",
+            Needs::App,
+            signup::confirm_sign_up(&self, token, password, client_ip),
         )
         .await
     }

@@ -57,13 +57,7 @@ impl Service {
 fn outbox_view(m: &store::OutboxMessage) -> OutboxMessage {
     let job = MailJob::from_bytes(&m.payload).ok();
     let (kind, to) = match &job {
-        Some(job) => (
-            match job.kind {
-                MailKind::PasswordReset => "password_reset",
-                MailKind::PasswordChanged => "password_changed",
-            },
-            job.to.clone(),
-        ),
+        Some(job) => (job.kind.name(), job.to.clone()),
         None => ("unreadable", String::new()),
     };
     let r = &m.record;

@@ -27,9 +27,9 @@ use std::time::Duration;
 
 pub use config::{Backend, PostgresConfig, PostgresTls, StoreConfig};
 pub use records::{
-    Claimed, EventRecord, FailedLogins, IssuedToken, Levels, NewEvent, NewUserRecord,
-    OutboxMessage, OutboxRecord, OutboxState, Probe, ProbeCell, SharedLimit, TokenRecord,
-    TokenState, UserRecord,
+    Claimed, EventRecord, FailedLogins, IssuedSignUp, IssuedToken, Levels, NewEvent, NewUserRecord,
+    OutboxMessage, OutboxRecord, OutboxState, PendingSignUp, Probe, ProbeCell, SharedLimit,
+    SignUpState, TokenRecord, TokenState, UserRecord, DEFAULT_ROLE,
 };
 
 use self::postgres::{PgBackup, PgStore};
@@ -323,6 +323,64 @@ impl Store {
         }
     }
 
+    /// A sign-up in the concealing mode, in one transaction whichever way it goes: if the
+    /// address has no account, stores `pending` and queues `confirm_mail` (to the address);
+    /// if it has one, queues `existing_mail` (to the owner) and stores nothing else. Both ways
+    /// read the index, write one record's worth and one sealed message, and wait for one
+    /// durable commit. Returns whether the address was taken.
+    pub async fn begin_sign_up(
+        &self,
+        pending: &IssuedSignUp,
+        confirm_mail: &[u8],
+        existing_mail: &[u8],
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.begin_sign_up(pending, confirm_mail, existing_mail).await,
+            Handle::Postgres(p) => p.begin_sign_up(pending, confirm_mail, existing_mail).await,
+        }
+    }
+
+    /// The pending sign-up under `selector`, if there is one.
+    pub async fn pending_sign_up(
+        &self,
+        selector: &[u8; 16],
+    ) -> Result<Option<PendingSignUp>, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.pending_sign_up(selector),
+            Handle::Postgres(p) => p.pending_sign_up(selector).await,
+        }
+    }
+
+    /// Counts a wrong password given with a sign-up link; at `max_failures` the pending
+    /// sign-up is deleted, so its link is dead. Durable on return.
+    pub async fn sign_up_failed(
+        &self,
+        selector: &[u8; 16],
+        max_failures: u32,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.sign_up_failed(selector, max_failures).await,
+            Handle::Postgres(p) => p.sign_up_failed(selector, max_failures).await,
+        }
+    }
+
+    /// Confirms a pending sign-up: in one transaction, checks it again (`TokenRejected` if it
+    /// is not valid at `now`), marks it used, and creates the account with its email index
+    /// entry and its `user_created` event; `EmailTaken` (the link still used) if the address
+    /// got an account meanwhile. Of two racing calls, on one host or several, exactly one
+    /// creates the account. Durable on return.
+    pub async fn complete_sign_up(
+        &self,
+        selector: &[u8; 16],
+        verifier_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<UserRecord, StoreError> {
+        match &self.backend {
+            Handle::Sled(s) => s.complete_sign_up(selector, verifier_hash, now).await,
+            Handle::Postgres(p) => p.complete_sign_up(selector, verifier_hash, now).await,
+        }
+    }
+
     /// Judges a presented token without changing anything.
     pub async fn check_token(
         &self,
@@ -361,11 +419,17 @@ impl Store {
         }
     }
 
-    /// Deletes up to `limit` tokens whose purge time has passed, walking only what it
-    /// removes. Returns how many went; on PostgreSQL, 0 when another host is sweeping.
+    /// Deletes up to `limit` tokens and up to `limit` pending sign-ups whose purge time has
+    /// passed, walking only what it removes. Returns how many went; on PostgreSQL, 0 when
+    /// another host is sweeping.
     pub async fn sweep_tokens(&self, now: u64, limit: usize) -> Result<usize, StoreError> {
         match &self.backend {
-            Handle::Sled(s) => blocking(s, move |s| s.sweep_tokens(now, limit)).await,
+            Handle::Sled(s) => {
+                blocking(s, move |s| {
+                    Ok(s.sweep_tokens(now, limit)? + s.sweep_sign_ups(now, limit)?)
+                })
+                .await
+            }
             Handle::Postgres(p) => p.sweep_tokens(now, limit).await,
         }
     }

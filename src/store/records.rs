@@ -153,6 +153,89 @@ pub struct IssuedToken {
     pub record: TokenRecord,
 }
 
+/// The role of an account created without one (and of every account a sign-up makes).
+pub const DEFAULT_ROLE: &str = "user";
+
+/// A sign-up waiting for its address to be confirmed (`signup.conceal_taken_addresses`): the
+/// account it will become, under a random selector, with only the SHA-256 of the verifier
+/// mailed to the address. Nothing is in the email index until it is confirmed, so a pending
+/// sign-up holds no address against its real owner.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingSignUp {
+    /// SHA-256 of the verifier.
+    #[serde(with = "super::hex32")]
+    pub verifier_hash: [u8; 32],
+    /// The normalised address it was made for.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Preferred locale.
+    pub locale: Option<String>,
+    /// PHC string of the password chosen at sign-up; confirming needs the password again.
+    pub password_hash: String,
+    /// Issue time (Unix seconds).
+    pub issued_at: u64,
+    /// Expiry time (Unix seconds).
+    pub expires_at: u64,
+    /// When it was confirmed, if it was; kept until `purge_at` so a second click is told
+    /// "used" rather than "invalid".
+    pub used_at: Option<u64>,
+    /// When the sweeper deletes the record.
+    pub purge_at: u64,
+    /// Wrong passwords given with the link so far.
+    pub failures: u32,
+}
+
+impl PendingSignUp {
+    /// What a presented verifier amounts to at `now`.
+    pub fn state(&self, verifier_hash: &[u8; 32], now: u64) -> SignUpState {
+        if !bool::from(self.verifier_hash.ct_eq(verifier_hash)) {
+            SignUpState::Invalid
+        } else if self.used_at.is_some() {
+            SignUpState::Used
+        } else if now >= self.expires_at {
+            SignUpState::Expired
+        } else {
+            SignUpState::Valid
+        }
+    }
+
+    /// The account it becomes, created at `now`.
+    pub fn to_new_user(&self, now: u64) -> NewUserRecord {
+        NewUserRecord {
+            email: self.email.clone(),
+            name: self.name.clone(),
+            role: DEFAULT_ROLE.into(),
+            status: UserStatus::Active,
+            password_hash: self.password_hash.clone(),
+            locale: self.locale.clone(),
+            created_at: now,
+        }
+    }
+}
+
+/// A pending sign-up the service has made, ready to store.
+#[derive(Clone, Debug)]
+pub struct IssuedSignUp {
+    /// The random selector, the record's key.
+    pub selector: [u8; 16],
+    /// The record to store.
+    pub record: PendingSignUp,
+}
+
+/// What a presented sign-up link amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignUpState {
+    /// Can be confirmed now.
+    Valid,
+    /// Was valid but has expired.
+    Expired,
+    /// Was confirmed already.
+    Used,
+    /// Unknown selector or wrong verifier.
+    Invalid,
+}
+
 /// What a presented token amounts to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenState {
@@ -319,6 +402,8 @@ pub struct Levels {
 pub enum SharedLimit {
     /// Reset requests per normalised address (the cooldown between mails).
     ResetPerEmail,
+    /// Sign-ups per normalised address.
+    SignUpPerEmail,
 }
 
 impl SharedLimit {
@@ -326,6 +411,7 @@ impl SharedLimit {
     pub(super) fn id(self) -> i16 {
         match self {
             SharedLimit::ResetPerEmail => 1,
+            SharedLimit::SignUpPerEmail => 2,
         }
     }
 }

@@ -41,6 +41,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The `[mail]` settings that send over plain SMTP to 127.0.0.1:`port`, with retries a second
+/// or two apart: for [`crate::Setup::toml`], whether a sink listens there yet or not.
+pub fn mail_toml(port: u16) -> String {
+    format!(
+        r#"
+[mail]
+transport = "smtp"
+backoff_base_secs = 1
+backoff_max_secs = 2
+[mail.smtp]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+timeout_secs = 5
+"#
+    )
+}
+
 /// A running SMTP sink, killed when dropped.
 pub struct SmtpSink {
     /// The Python process; its standard input stays open while it should run.

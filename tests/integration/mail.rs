@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use latchkey_client::{Client, MessageState, NewUser, OutboxMessage, TokenState};
 
 use latchkey_test_support::smtp::{
-    free_port, make_certificates, parse_eml, summary, Received, SmtpSink, ARRIVAL_TIMEOUT,
+    free_port, mail_toml, make_certificates, parse_eml, summary, Received, SmtpSink,
+    ARRIVAL_TIMEOUT,
 };
 use latchkey_test_support::Setup;
 
@@ -24,23 +25,16 @@ const LINK_PREFIX: &str = "https://app.example/reset?token=";
 /// A configuration for mail over SMTP to 127.0.0.1:`port`, with retries a second or two
 /// apart and no per-address cooldown between reset requests.
 fn smtp_setup(port: u16) -> Setup {
-    Setup::new().toml(&format!(
-        r#"
+    Setup::new()
+        .toml(&format!(
+            r#"
 [limits]
 reset_per_email = {{ burst = 100, per_secs = 60 }}
 [reset]
 link_template = "{LINK_PREFIX}{{token}}&via=mail"
-[mail]
-transport = "smtp"
-backoff_base_secs = 1
-backoff_max_secs = 2
-[mail.smtp]
-host = "127.0.0.1"
-port = {port}
-tls = "none"
-timeout_secs = 5
 "#
-    ))
+        ))
+        .toml(&mail_toml(port))
 }
 
 /// Creates an account.

@@ -20,3 +20,4 @@ mod migration;
 mod reset;
 mod robustness;
 mod service;
+mod signup;

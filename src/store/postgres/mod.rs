@@ -112,6 +112,7 @@ mod limits;
 mod load;
 mod outbox;
 mod schema;
+mod signups;
 mod tokens;
 mod users;
 

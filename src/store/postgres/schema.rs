@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_shared_limits.sql"),
     include_str!("migrations/0003_login_failures.sql"),
+    include_str!("migrations/0004_signups.sql"),
 ];
 
 /// The schema version this daemon writes.

@@ -265,7 +265,8 @@ impl PgStore {
                 )
                 .await?;
             let n = tx.execute(&statement, &[&int(now), &limit]).await?;
-            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            let sign_ups = PgStore::sweep_sign_ups(&tx, now, limit).await?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX) + sign_ups)
         })
     }
 }

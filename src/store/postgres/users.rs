@@ -49,6 +49,40 @@ pub(super) fn user_from(row: &Row) -> Result<UserRecord, StoreError> {
     })
 }
 
+/// Inserts a user row with the given id inside a transaction; false (and nothing written) if
+/// the address has an account already.
+pub(super) async fn insert_row(
+    tx: &deadpool_postgres::Transaction<'_>,
+    record: &UserRecord,
+) -> Result<bool, TxError> {
+    let statement = tx
+        .prepare_cached(&format!(
+            "INSERT INTO latchkey_users ({USER_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (email) DO NOTHING"
+        ))
+        .await?;
+    let inserted = tx
+        .execute(
+            &statement,
+            &[
+                &int(record.id),
+                &record.email,
+                &record.name,
+                &record.role,
+                &status_name(record.status),
+                &record.password_hash,
+                &record.locale,
+                &int(record.created_at),
+                &int(record.updated_at),
+                &int(record.password_changed_at),
+                &int(record.credential_epoch),
+            ],
+        )
+        .await?;
+    Ok(inserted > 0)
+}
+
 /// Locks and reads the user `id` inside a transaction.
 pub(super) async fn lock_user(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -132,32 +166,7 @@ impl PgStore {
                 let statement = tx.prepare_cached("SELECT nextval('latchkey_ids')").await?;
                 let id = uint("latchkey_ids", tx.query_one(&statement, &[]).await?.get(0))?;
                 let record = UserRecord::new(id, new.clone());
-                let statement = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO latchkey_users ({USER_COLUMNS})
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                         ON CONFLICT (email) DO NOTHING"
-                    ))
-                    .await?;
-                let inserted = tx
-                    .execute(
-                        &statement,
-                        &[
-                            &int(record.id),
-                            &record.email,
-                            &record.name,
-                            &record.role,
-                            &status_name(record.status),
-                            &record.password_hash,
-                            &record.locale,
-                            &int(record.created_at),
-                            &int(record.updated_at),
-                            &int(record.password_changed_at),
-                            &int(record.credential_epoch),
-                        ],
-                    )
-                    .await?;
-                if inserted == 0 {
+                if !insert_row(&tx, &record).await? {
                     return Err(StoreError::EmailTaken.into());
                 }
                 super::events::append(

@@ -11,6 +11,7 @@ mod events;
 pub mod keys;
 mod load;
 mod outbox;
+mod signups;
 mod tokens;
 mod users;
 
@@ -74,6 +75,8 @@ struct Trees {
     outbox_due: sled::Tree,
     events: sled::Tree,
     decoy: sled::Tree,
+    signups: sled::Tree,
+    signup_expiry: sled::Tree,
     /// `name_value`: the store's own facts (the outbox key check).
     meta: sled::Tree,
 }
@@ -91,6 +94,8 @@ impl Trees {
             outbox_due: db.open_tree("dueat_msgid")?,
             events: db.open_tree("seq_event")?,
             decoy: db.open_tree("decoy")?,
+            signups: db.open_tree("selector_signup")?,
+            signup_expiry: db.open_tree("purgeat_signupselector")?,
             meta: db.open_tree("name_value")?,
         })
     }
@@ -117,6 +122,12 @@ struct Tx<'a> {
     /// `decoy`: fixed keys overwritten by requests for unknown accounts, so they do the same
     /// store work as requests for known ones.
     decoy: Kept<'a>,
+    /// `selector_signup`: selector → [`super::PendingSignUp`] (the verifier only as a hash).
+    /// Not in backups: a pending sign-up lives a day at most, and after a restore its owner
+    /// signs up again.
+    signups: Kept<'a>,
+    /// `purgeat_signupselector`: purge time ++ selector → (), the sweeper's index of them.
+    signup_expiry: Kept<'a>,
 }
 
 /// The `name_value` key of the outbox key check value.
@@ -224,6 +235,8 @@ impl SledStore {
             &t.outbox_due,
             &t.events,
             &t.decoy,
+            &t.signups,
+            &t.signup_expiry,
         )
             .transaction(
                 |(
@@ -236,6 +249,8 @@ impl SledStore {
                     outbox_due,
                     events,
                     decoy,
+                    signups,
+                    signup_expiry,
                 )| {
                     // Loaded inside the transaction, which sled runs alone: a backup starts
                     // between two transactions, and every later one sees it.
@@ -256,6 +271,8 @@ impl SledStore {
                         outbox_due: kept(outbox_due, None),
                         events: kept(events, Some(Kind::Events)),
                         decoy: kept(decoy, None),
+                        signups: kept(signups, None),
+                        signup_expiry: kept(signup_expiry, None),
                     })
                 },
             );
