@@ -25,11 +25,14 @@ use tempfile::TempDir;
 /// running the other test binaries alongside needs the margin.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Starts a daemon for the flows. They ask for several reset mails to one address; the
-/// default cooldown (one per 60 s) would refuse the second.
+/// Starts a daemon for the flows. They ask for several reset mails to one address (the
+/// default cooldown, one per 60 s, would refuse the second) and sign up the concealing way.
 async fn daemon() -> Daemon {
     Setup::new()
-        .toml("[limits]\nreset_per_email = { burst = 100, per_secs = 60 }\n")
+        .toml(
+            "[limits]\nreset_per_email = { burst = 100, per_secs = 60 }\n\
+             [signup]\nconceal_taken_addresses = true\n",
+        )
         .start()
         .await
 }

@@ -271,6 +271,46 @@ class Client {
   }
 
   /**
+   * Signs a person up from the application's form; what happens follows the daemon's
+   * `[signup]` settings. Fails with `InvalidEmail`, `InvalidInput` (name, locale, client_ip),
+   * `WeakPassword`, `RateLimited`, and `EmailTaken` only when the daemon does not conceal
+   * taken addresses.
+   * @param {{email: string, password: string, name?: string, locale?: string|null}} user
+   * @param {{clientIp?: string}} [options] the end user's address, for the sign-up limits
+   * @returns {Promise<{outcome: 'created', user: object}|{outcome: 'confirmation_sent'}>}
+   *   `confirmation_sent` for every address when concealing: tell the person to check their mail
+   */
+  async signUp(user, options = {}) {
+    if (!user || typeof user !== 'object') throw new TypeError('user must be an object');
+    return this.call('signUp', {
+      user: {
+        email: str('email', user.email),
+        name: user.name === undefined ? '' : str('name', user.name),
+        password: str('password', user.password),
+        locale: optStr('locale', user.locale),
+      },
+      client_ip: optStr('clientIp', options.clientIp),
+    });
+  }
+
+  /**
+   * Finishes a concealed sign-up with the token from the mailed link and the password chosen
+   * at sign-up. Fails with `InvalidToken`, `InvalidCredentials` (not that password),
+   * `EmailTaken` or `RateLimited`.
+   * @param {string} token
+   * @param {string} password
+   * @param {{clientIp?: string}} [options]
+   * @returns {Promise<object>} the new user
+   */
+  async confirmSignUp(token, password, options = {}) {
+    return this.call('confirmSignUp', {
+      token: str('token', token),
+      password: str('password', password),
+      client_ip: optStr('clientIp', options.clientIp),
+    });
+  }
+
+  /**
    * The user with this id; `NotFound` if there is none.
    * @param {number} id
    * @returns {Promise<object>}

@@ -523,6 +523,58 @@ class Client:
             "create_user", {"user": user, "client_ip": _opt_str("client_ip", client_ip)}
         )
 
+    def sign_up(
+        self,
+        email: str,
+        password: str,
+        *,
+        name: str = "",
+        locale: Optional[str] = None,
+        client_ip: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Signs a person up from the application's form (sent as the ``user`` argument, a
+        ``SignUp``). What happens follows the daemon's ``[signup]`` settings.
+
+        Returns:
+            ``{"outcome": "created", "user": {...}}`` when the daemon creates accounts at once
+            (the default), or ``{"outcome": "confirmation_sent"}`` for every address when it
+            conceals taken addresses: tell the person to check their mail.
+
+        Raises:
+            ApiError: ``InvalidEmail``, ``InvalidInput`` (name, locale, client_ip),
+                ``WeakPassword``, ``RateLimited``, ``EmailTaken`` (only when not concealing),
+                ``Unavailable``.
+        """
+        user = {
+            "email": _str("email", email),
+            "name": _str("name", name),
+            "password": _str("password", password),
+            "locale": _opt_str("locale", locale),
+        }
+        return self.call(
+            "sign_up", {"user": user, "client_ip": _opt_str("client_ip", client_ip)}
+        )
+
+    def confirm_sign_up(
+        self, token: str, password: str, client_ip: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """Finishes a concealed sign-up with the token from the mailed link and the password
+        chosen at sign-up.
+
+        Returns:
+            The new user.
+
+        Raises:
+            ApiError: ``InvalidToken`` (unknown, expired or used link), ``InvalidCredentials``
+                (not the sign-up password), ``EmailTaken``, ``RateLimited``, ``InvalidInput``
+                (client_ip).
+        """
+        return self.call("confirm_sign_up", {
+            "token": _str("token", token),
+            "password": _str("password", password),
+            "client_ip": _opt_str("client_ip", client_ip),
+        })
+
     def get_user(self, id: int) -> Dict[str, Any]:
         """The user with this id. Raises :class:`ApiError` ``NotFound``."""
         return self.call("get_user", {"id": _uint("id", id)})

@@ -5,9 +5,9 @@
  *     node tests/polyglot/flow.js SOCKET DATADIR [MAILDIR...]
  *
  * Runs against a fresh latchkeyd whose connection role is admin, started with a generous
- * `limits.reset_per_email`. The reset token comes from `adminResetLink`; when the daemon's
+ * `limits.reset_per_email` and `signup.conceal_taken_addresses`. The reset token comes from `adminResetLink`; when the daemon's
  * file transport writes the reset mail (into DATADIR/mail, or one of the MAILDIRs given), the
- * mailed token is checked and used too. Prints one line per step; exits 1 with the reason at
+ * mailed token is checked and used too. The sign-up link comes only by mail. Prints one line per step; exits 1 with the reason at
  * the first mismatch. tests/polyglot.rs runs it.
  */
 
@@ -19,6 +19,8 @@ const { Client, LatchkeyError } = require('../../client/node/latchkey.js');
 const IP = '203.0.113.7';
 const EMAIL = 'ada.node@example.com';
 const UNKNOWN = 'nobody.node@example.com';
+const NEWCOMER = 'grace.node@example.com';
+const SIGN_UP_PASSWORD = 'a sign-up password for node';
 const OLD_PASSWORD = 'correct horse battery staple';
 const NEW_PASSWORD = 'a brand new node password';
 const TOKEN_RE = /[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)/;
@@ -186,6 +188,24 @@ async function main() {
       lk.createUser({ email: ` ${EMAIL.replace('ada', 'ADA')}`, password: 'another good password' }));
     check(isDeepStrictEqual(taken.details, {}), 'EmailTaken has no details', taken.details);
     step('createUser with a taken address fails with EmailTaken');
+
+    const fresh = await lk.signUp({ email: NEWCOMER, name: 'Grace', password: SIGN_UP_PASSWORD }, { clientIp: IP });
+    const again = await lk.signUp({ email: EMAIL, name: 'Not Ada', password: SIGN_UP_PASSWORD }, { clientIp: IP });
+    check(isDeepStrictEqual(fresh, { outcome: 'confirmation_sent' }) && isDeepStrictEqual(again, fresh),
+      'signUp should answer confirmation_sent for a new and a taken address alike', [fresh, again]);
+    await expectApiError('InvalidCredentials', lk.verifyPassword(NEWCOMER, SIGN_UP_PASSWORD, { clientIp: IP }));
+    step('signUp: the same reply for a new and a taken address; no account yet');
+
+    const signUpMail = await mailedToken(mailDirs, NEWCOMER);
+    check(signUpMail !== null, `a sign-up mail to ${NEWCOMER} should appear in ${mailDirs}`);
+    await expectApiError('InvalidCredentials', lk.confirmSignUp(signUpMail.token, OLD_PASSWORD, { clientIp: IP }));
+    const grace = await lk.confirmSignUp(signUpMail.token, SIGN_UP_PASSWORD, { clientIp: IP });
+    check(grace.email === NEWCOMER && grace.name === 'Grace' && grace.role === 'user',
+      'confirmSignUp should return the new account', grace);
+    const login = await lk.verifyPassword(NEWCOMER, SIGN_UP_PASSWORD, { clientIp: IP });
+    check(login.id === grace.id, 'the sign-up password should log in', login);
+    await expectApiError('InvalidToken', lk.confirmSignUp(signUpMail.token, SIGN_UP_PASSWORD));
+    step(`confirmSignUp with the mailed link (${path.basename(signUpMail.file)}) and the sign-up password; the link is then used up`);
 
     // Many calls at once on one connection: the answers come back out of order and must each
     // reach their own caller.

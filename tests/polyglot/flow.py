@@ -3,9 +3,9 @@
     python3 tests/polyglot/flow.py SOCKET DATADIR [MAILDIR...]
 
 Runs against a fresh latchkeyd whose connection role is admin, started with a generous
-`limits.reset_per_email`. The reset token comes from `admin_reset_link`; when the daemon's
+`limits.reset_per_email` and `signup.conceal_taken_addresses`. The reset token comes from `admin_reset_link`; when the daemon's
 file transport writes the reset mail (into DATADIR/mail, or one of the MAILDIRs given), the
-mailed token is checked and used too. Prints one line per step; exits 1 with the reason at
+mailed token is checked and used too. The sign-up link comes only by mail. Prints one line per step; exits 1 with the reason at
 the first mismatch. tests/polyglot.rs runs it.
 """
 
@@ -25,6 +25,8 @@ import latchkey  # noqa: E402
 IP = "203.0.113.7"
 EMAIL = "ada.python@example.com"
 UNKNOWN = "nobody.python@example.com"
+NEWCOMER = "grace.python@example.com"
+SIGN_UP_PASSWORD = "a sign-up password for python"
 OLD_PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a brand new python password"
 TOKEN_RE = re.compile(r"[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
@@ -166,6 +168,30 @@ def main():
                                  "another good password")
         check(taken.details == {}, "EmailTaken has no details", taken.details)
         step("create_user with a taken address fails with EmailTaken")
+
+        fresh = lk.sign_up(NEWCOMER, SIGN_UP_PASSWORD, name="Grace", client_ip=IP)
+        again = lk.sign_up(EMAIL, SIGN_UP_PASSWORD, name="Not Ada", client_ip=IP)
+        check(fresh == again == {"outcome": "confirmation_sent"},
+              "sign_up should answer confirmation_sent for a new and a taken address alike",
+              (fresh, again))
+        expect_api_error("InvalidCredentials", lk.verify_password, NEWCOMER, SIGN_UP_PASSWORD,
+                         client_ip=IP)
+        step("sign_up: the same reply for a new and a taken address; no account yet")
+
+        sign_up_token, sign_up_file = mailed_token(mail_dirs, NEWCOMER)
+        check(sign_up_token is not None,
+              f"a sign-up mail to {NEWCOMER} should appear in {mail_dirs}")
+        expect_api_error("InvalidCredentials", lk.confirm_sign_up, sign_up_token,
+                         OLD_PASSWORD, client_ip=IP)
+        grace = lk.confirm_sign_up(sign_up_token, SIGN_UP_PASSWORD, client_ip=IP)
+        check(grace["email"] == NEWCOMER and grace["name"] == "Grace"
+              and grace["role"] == "user",
+              "confirm_sign_up should return the new account", grace)
+        check(lk.verify_password(NEWCOMER, SIGN_UP_PASSWORD, client_ip=IP)["id"] == grace["id"],
+              "the sign-up password should log in")
+        expect_api_error("InvalidToken", lk.confirm_sign_up, sign_up_token, SIGN_UP_PASSWORD)
+        step(f"confirm_sign_up with the mailed link ({os.path.basename(sign_up_file)}) "
+             "and the sign-up password; the link is then used up")
 
         # One client, many threads: answers come back out of order and must reach the right
         # caller.
