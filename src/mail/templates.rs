@@ -17,6 +17,10 @@
 //!   pt-BR/password_changed.html
 //! ```
 //!
+//! The kinds are `password_reset`, `password_changed`, `sign_up_confirm` (the link that
+//! finishes a concealed sign-up) and `sign_up_existing` (the notice to the owner of an address
+//! somebody tried to sign up with); each has a built-in English template in `templates/en/`.
+//!
 //! A locale variant of a kind needs both `.txt` and `.html`, so the two parts of one message
 //! are always in one language. Any other file name is refused (a misspelt override would
 //! otherwise be silently ignored); dotfiles are skipped.
