@@ -13,6 +13,7 @@
 //! - cheap-call latency while hash-bound calls saturate the cores;
 //! - `request_password_reset` for known against unknown addresses (means, percentiles and
 //!   Welch's t);
+//! - `sign_up` concealing taken addresses, taken against new ones (the same figures);
 //! - the daemon's RSS after a million distinct rate-limiter keys and after they idle out;
 //! - durable write throughput at 1 and 32 writers;
 //! - write and read latency while an online backup is read, at 100k and 1M accounts, against
@@ -120,6 +121,8 @@ enum Section {
     Fairness,
     /// `request_password_reset`, known against unknown addresses.
     Timing,
+    /// Concealed `sign_up`, taken against new addresses.
+    Signup,
     /// Memory after a million limiter keys and after they idle out.
     Rss,
     /// Memory during and after a burst of calls with 60 KB passwords.
@@ -132,13 +135,14 @@ enum Section {
 
 impl Section {
     /// Every section, in the order they run.
-    const ALL: [Section; 10] = [
+    const ALL: [Section; 11] = [
         Section::Cheap,
         Section::Hash,
         Section::Tokens,
         Section::Saturation,
         Section::Fairness,
         Section::Timing,
+        Section::Signup,
         Section::Rss,
         Section::BigCalls,
         Section::Writes,
@@ -234,6 +238,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 Section::Saturation => sections::saturation::run(&env).await,
                 Section::Fairness => sections::fairness::run(&env).await,
                 Section::Timing => sections::reset_timing::run(&env).await,
+                Section::Signup => sections::signup_timing::run(&env).await,
                 Section::Rss => sections::limiter_memory::run(&env).await,
                 Section::BigCalls => sections::big_calls::run(&env).await,
                 Section::Writes => sections::durable_writes::run(&env).await,

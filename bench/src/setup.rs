@@ -28,6 +28,8 @@ reset_per_ip = { burst = 1000000000, per_secs = 1 }
 reset_per_email = { burst = 1000000000, per_secs = 1 }
 token_per_ip = { burst = 1000000000, per_secs = 1 }
 login_per_ip = { burst = 1000000000, per_secs = 1 }
+signup_per_ip = { burst = 1000000000, per_secs = 1 }
+signup_per_email = { burst = 1000000000, per_secs = 1 }
 login_failures = { free = 1000000000, max = 1000000000 }
 max_keys = 10000000";
 

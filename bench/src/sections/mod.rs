@@ -12,6 +12,7 @@ pub(crate) mod limiter_memory;
 mod pg_scripts;
 pub(crate) mod reset_timing;
 pub(crate) mod saturation;
+pub(crate) mod signup_timing;
 pub(crate) mod token_scaling;
 
 use crate::harness::{Daemon, EchoProcess, Harness};
@@ -41,6 +42,8 @@ pub(crate) struct Sizes {
     saturation_secs: f64,
     /// `request_password_reset` calls per kind (known, unknown).
     timing_each: usize,
+    /// Concealed `sign_up` calls per kind (taken, new address); each hashes a password.
+    signup_each: usize,
     /// Distinct limiter keys created.
     rss_keys: usize,
     /// `per_secs` of the burst-1 bucket the limiter-memory section fills. governor's cleanup
@@ -72,6 +75,7 @@ impl Sizes {
             token_samples: 5_000,
             saturation_secs: 2.0,
             timing_each: 10_000,
+            signup_each: 2_000,
             rss_keys: 1_000_000,
             rss_key_secs: 30,
             rss_cleanup_secs: 5,
@@ -93,6 +97,7 @@ impl Sizes {
             token_samples: 300,
             saturation_secs: 1.0,
             timing_each: 200,
+            signup_each: 50,
             rss_keys: 10_000,
             rss_key_secs: 1,
             rss_cleanup_secs: 1,
