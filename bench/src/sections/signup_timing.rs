@@ -7,10 +7,11 @@ use std::time::Instant;
 use latchkey_client::{SignUp, SignUpOutcome};
 use rand::seq::SliceRandom;
 
+use super::reset_timing::two_kinds;
 use super::Env;
-use crate::report::{Row, Target};
+use crate::report::Row;
 use crate::setup::{import_users, ok, password_hash, CLIENT_IP, GENEROUS_LIMITS, LONG_TOKENS};
-use crate::stats::{welch_t, Samples};
+use crate::stats::Samples;
 
 /// The password every sign-up chooses (it passes the policy).
 const SIGN_UP_PASSWORD: &str = "bench sign-up password, staple";
@@ -69,24 +70,10 @@ pub(crate) async fn run(env: &Env) -> anyhow::Result<Vec<Row>> {
     }
     let elapsed = began.elapsed();
     let (taken, new) = (Samples::new(taken, elapsed), Samples::new(new, elapsed));
-    let (mt, _) = taken.mean_var_us();
-    let (mn, _) = new.mean_var_us();
-    let t = welch_t(&taken, &new);
-    Ok(vec![
-        Row::new("signup", "concealed sign_up mean, taken", mt, "µs")
-            .baseline(mn)
-            .target(Target::RatioWithin(0.05)),
-        Row::new("signup", "concealed sign_up mean, new", mn, "µs"),
-        Row::new("signup", "concealed sign_up p50, taken", taken.p50(), "µs").baseline(new.p50()),
-        Row::new("signup", "concealed sign_up p99, taken", taken.p99(), "µs").baseline(new.p99()),
-        Row::new("signup", "concealed sign_up p50, new", new.p50(), "µs"),
-        Row::new("signup", "concealed sign_up p99, new", new.p99(), "µs"),
-        Row::new(
-            "signup",
-            format!("Welch's t, taken vs new, {n} each"),
-            t,
-            "",
-        )
-        .target(Target::AbsBelow(4.5)),
-    ])
+    Ok(two_kinds(
+        "signup",
+        "concealed sign_up",
+        ("taken", &taken),
+        ("new", &new),
+    ))
 }
