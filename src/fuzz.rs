@@ -7,33 +7,37 @@
 // caller to return an error to: both are the point here, not a failure to handle.
 #![allow(clippy::panic, clippy::expect_used)]
 
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use bytes::BytesMut;
 use latchkey_client::{Latchkey, LatchkeyRequest};
 use tarpc::server::Serve;
-use tarpc::tokio_serde::Deserializer;
 
 use crate::mail::template::{Template, Vars};
 use crate::mail::MailKind;
-use crate::server::codec::Json;
+use crate::server::codec::{decode, Decoded};
 use crate::server::FrameTracker;
 use crate::tokens::RawToken;
 use crate::validate;
 
-/// A request frame's body, through the socket's codec: the deadline peek, then the whole
-/// decode. Never panics; an error names no bytes of the frame; and the length-prefixed
-/// stream `data` makes is split into frames the same way however it arrives.
+/// A request frame's body, through the socket's decoder: envelope, context, message. Never
+/// panics; a refusal or a drop names no bytes of the frame (a missing field of ours aside);
+/// and the length-prefixed stream `data` makes is split into frames the same way however it
+/// arrives.
 pub fn frame(data: &[u8]) {
-    let mut codec = Json::<tarpc::ClientMessage<LatchkeyRequest>, ()>::default();
-    if let Err(e) = Pin::new(&mut codec).deserialize(&BytesMut::from(data)) {
-        let message = e.to_string();
-        // The reduced messages quote nothing of the input but a missing field of ours.
+    let why = match decode::<LatchkeyRequest>(data, latchkey_client::METHODS) {
+        Decoded::Message(_) => None,
+        Decoded::Refuse { error, .. } => Some(error.detail),
+        Decoded::Drop(why) => Some(why),
+        Decoded::Close(e) => Some(e.to_string()),
+    };
+    if let Some(why) = why {
         assert!(
-            message.starts_with("a frame that does not decode: ")
-                || message.starts_with("deadline of "),
-            "{message}"
+            why.starts_with("invalid ")
+                || why.starts_with("unknown method")
+                || why.starts_with("a message without")
+                || why.starts_with("a cancellation that")
+                || why.starts_with("a frame that does not decode: "),
+            "{why}"
         );
     }
     let mut whole = FrameTracker::default();

@@ -61,6 +61,8 @@ pub(crate) struct Metrics {
     hash_wait: Histogram,
     /// Connections closed at accept, by the limit they were over.
     connections_refused: Family<ReasonLabels, Counter>,
+    /// Request frames that were not run, by what was wrong with them.
+    frames_refused: Family<ReasonLabels, Counter>,
     /// The store's levels for the render in progress, read by the collector.
     store_levels: StoreLevels,
 }
@@ -100,12 +102,20 @@ impl Metrics {
             "Connections closed at accept, by the limit they were over",
             connections_refused.clone(),
         );
+        let frames_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "frames_refused",
+            "Request frames not run: unknown_method and invalid_request got an error reply, \
+             dropped (JSON with no readable request id) none, not_json closed the connection",
+            frames_refused.clone(),
+        );
         Metrics {
             registry,
             calls,
             latency,
             hash_wait,
             connections_refused,
+            frames_refused,
             store_levels: StoreLevels::default(),
         }
     }
@@ -133,6 +143,13 @@ impl Metrics {
     /// Counts one connection refused for `reason`.
     pub(crate) fn connection_refused(&self, reason: &'static str) {
         self.connections_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a request frame that was not run (see `frames_refused`).
+    pub(crate) fn frame_refused(&self, reason: &'static str) {
+        self.frames_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

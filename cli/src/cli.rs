@@ -74,6 +74,10 @@ pub(crate) enum Command {
     Export,
     /// Print the daemon's metrics in the Prometheus text format (admin role).
     Metrics,
+    /// Print the wire protocol as JSON Schema (draft 2020-12), generated from the types
+    /// this `latchkey` was built with; no daemon needed. docs/protocol.schema.json is the
+    /// same document.
+    Schema,
     /// Write an online backup of the store to FILE while the daemon serves (admin role), or
     /// check a backup file with --verify (no daemon needed).
     ///

@@ -9,6 +9,7 @@
 //! ```text
 //! health                                      the daemon's version, uptime and our role
 //! metrics                                     metrics in the Prometheus text format
+//! schema                                      the wire protocol as JSON Schema
 //! user add EMAIL [--name N] [--role R] [--locale L] [--password-stdin]
 //! user show ID|EMAIL
 //! user list [--after ID] [--limit N]          in id order, all of them unless --limit
@@ -97,6 +98,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     let outcome = runtime.block_on(async {
+        if let Command::Schema = &cli.command {
+            return schema();
+        }
         if let Command::Backup(args) = &cli.command {
             if args.verify {
                 // A file on its own: no daemon needed.
@@ -143,6 +147,7 @@ async fn execute(command: &Command, client: &Client, json: bool) -> anyhow::Resu
     match command {
         Command::Health => Ok(Outcome::Health(client.health().await?)),
         Command::Metrics => Ok(Outcome::Text(client.metrics().await?)),
+        Command::Schema => schema(),
         Command::User(command) => commands::user::run(command, client, json).await,
         Command::Reset(command) => commands::reset::run(command, client).await,
         Command::Outbox(command) => commands::outbox::run(command, client, json).await,
@@ -153,6 +158,14 @@ async fn execute(command: &Command, client: &Client, json: bool) -> anyhow::Resu
             commands::import::run(client, &args.file).await?,
         )),
     }
+}
+
+/// `latchkey schema`: the protocol's JSON Schema, from the types built in; no daemon needed,
+/// so `run` calls it before connecting.
+fn schema() -> anyhow::Result<Outcome> {
+    Ok(Outcome::Text(serde_json::to_string_pretty(
+        &latchkey_client::schema(),
+    )?))
 }
 
 /// Prints a failure to stderr (and a daemon error to stdout too under `--json`) and picks the

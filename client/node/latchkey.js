@@ -72,8 +72,10 @@ const API_MESSAGES = {
  * `InvalidToken`, `NotFound`, `Forbidden`, `RateLimited`, `Unavailable`, with the variant's
  * fields in `details` (for example `{ retry_after_secs: 60 }`); or a failure around it:
  *
- * - `Throttled` / `ServerError` (`kind === 'server'`): the daemon refused the call before
- *   running it (too many calls in flight on the connection); safe to retry. `details` holds
+ * - `Throttled`, `UnknownMethod`, `InvalidRequest`, `ServerError` (`kind === 'server'`): the
+ *   daemon did not run the call: too many calls in flight on the connection (safe to retry),
+ *   a method it does not have (it is older than this client; `health().methods` lists what it
+ *   has), a request it could not read, or another reason. `details` holds
  *   `{ kind, kind_name, detail }` as the daemon sent them.
  * - `Timeout` (`kind === 'transport'`): no answer within the timeout; the call may or may not
  *   have taken effect.
@@ -128,8 +130,9 @@ function variantName(method) {
   return method.charAt(0).toUpperCase() + method.slice(1).replace(/_([a-z])/g, (_, c) => c.toUpperCase());
 }
 
-// Argument checks. A request the daemon cannot decode makes it close the connection, which
-// fails every other call in flight on it, so bad arguments are refused here instead.
+// Argument checks. A daemon of protocol 2 answers a request it cannot read with an
+// InvalidRequest error for that call alone (an older one closes the connection, failing
+// every call in flight on it); refusing bad arguments here also gives a clearer message.
 const U32_MAX = 4294967295;
 
 function str(name, v) {
@@ -659,7 +662,9 @@ class Client {
     if (message.Err) {
       const { kind, detail } = message.Err;
       const kindName = IO_ERROR_KINDS[kind] || 'Other';
-      const code = kindName === 'WouldBlock' ? 'Throttled' : 'ServerError';
+      // Protocol 2: 0 (NotFound) is an unknown method (the daemon is older than this client),
+      // 11 (InvalidInput) a request it could not read; 10 (WouldBlock) too many calls in flight.
+      const code = { WouldBlock: 'Throttled', NotFound: 'UnknownMethod', InvalidInput: 'InvalidRequest' }[kindName] || 'ServerError';
       call.reject(new LatchkeyError(code, `${call.method}: server error ${kindName}: ${detail}`, {
         kind: 'server', details: { kind, kind_name: kindName, detail }, method: call.method,
       }));

@@ -144,6 +144,9 @@ class ServerError(LatchkeyError):
         kind_name: that kind's name.
         detail: the daemon's text, e.g. ``"server throttled the request."``.
         throttled: ``True`` when too many calls were in flight on this connection.
+        unknown_method: ``True`` when the daemon does not have the method: it is older than
+            this client (``health()["methods"]`` lists what it has).
+        invalid_request: ``True`` when the daemon could not read the request.
     """
 
     def __init__(self, kind: int, detail: str, method: str = ""):
@@ -155,6 +158,8 @@ class ServerError(LatchkeyError):
         self.detail = detail
         self.method = method
         self.throttled = self.kind_name == "WouldBlock"
+        self.unknown_method = self.kind_name == "NotFound"
+        self.invalid_request = self.kind_name == "InvalidInput"
         super().__init__(f"{method}: server error {self.kind_name}: {detail}")
 
 
@@ -304,8 +309,9 @@ def _variant_name(method: str) -> str:
     return "".join(part.capitalize() for part in method.split("_"))
 
 
-# Argument checks. A request the daemon cannot decode makes it close the connection, which
-# fails every other call in flight on it, so bad arguments are refused here instead.
+# Argument checks. A daemon of protocol 2 answers a request it cannot read with an
+# invalid-request ServerError for that call alone (an older one closes the connection,
+# failing every call in flight on it); refusing bad arguments here also reads better.
 
 def _str(name: str, value: Any) -> str:
     if not isinstance(value, str):

@@ -14,6 +14,7 @@ pub type UnixTime = u64;
 
 /// Whether an account may log in and reset its password.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UserStatus {
     /// The account can log in and request resets.
@@ -25,6 +26,7 @@ pub enum UserStatus {
 
 /// The role a connection was given from its peer credentials.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CallerRole {
     /// An application: user and reset calls.
@@ -43,6 +45,7 @@ pub enum CallerRole {
 /// assert_eq!(user.status, latchkey_client::UserStatus::Active);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct User {
     /// The user's id.
     pub id: UserId,
@@ -80,6 +83,7 @@ pub struct User {
 /// assert_eq!(serde_json::to_value(&new).unwrap()["email"], "ada@example.com");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NewUser {
     /// Email address; normalised (trimmed, lowercased) and unique.
     pub email: String,
@@ -109,6 +113,7 @@ pub struct NewUser {
 /// assert_eq!(serde_json::to_value(&form).unwrap()["email"], "ada@example.com");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SignUp {
     /// Email address; normalised and unique.
     pub email: String,
@@ -132,6 +137,7 @@ pub struct SignUp {
 /// );
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum SignUpOutcome {
     /// The account exists now (`signup.conceal_taken_addresses = false`, the default); a
@@ -149,6 +155,7 @@ pub enum SignUpOutcome {
 
 /// The result of a password change: drop the user's sessions from older epochs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PasswordChanged {
     /// Whose password changed.
     pub user_id: UserId,
@@ -158,6 +165,7 @@ pub struct PasswordChanged {
 
 /// The daemon's answer to `health`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Health {
     /// Always `"ok"` when the daemon answers.
     pub status: String,
@@ -173,7 +181,66 @@ pub struct Health {
     /// (it did not answer in time). Empty from an older daemon, which does not send it.
     #[serde(default)]
     pub store: String,
+    /// The protocol version the daemon speaks ([`PROTOCOL_VERSION`]); 1 from a daemon older
+    /// than the field, which does not send it.
+    #[serde(default = "protocol_one")]
+    pub protocol: u32,
+    /// Every method the daemon has, by its wire name (`"CreateUser"`, …; see [`METHODS`]).
+    /// Empty from a daemon older than protocol 2. A method missing here is answered with an
+    /// "unknown method" server error: the daemon is too old for it.
+    #[serde(default)]
+    pub methods: Vec<String>,
 }
+
+/// The protocol version of daemons that predate [`Health::protocol`].
+fn protocol_one() -> u32 {
+    1
+}
+
+/// The protocol version this crate speaks, as `health` reports it.
+///
+/// - 1: the first release.
+/// - 2: a request that cannot run is answered with a server error for its id instead of
+///   closing the connection; `health` reports `protocol` and `methods`.
+///
+/// A version goes up when a method or a field is added; nothing is ever removed or renamed
+/// within the wire format (see `docs/PROTOCOL.md`).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Every method of the service by its wire name (the variant of the request enum, the key of
+/// a request's `message`), in the order the trait declares them. The daemon reports its own
+/// list in [`Health::methods`].
+///
+/// ```
+/// assert!(latchkey_client::METHODS.contains(&"RequestPasswordReset"));
+/// ```
+pub const METHODS: &[&str] = &[
+    "Health",
+    "CreateUser",
+    "SignUp",
+    "ConfirmSignUp",
+    "GetUser",
+    "FindUser",
+    "VerifyPassword",
+    "ChangePassword",
+    "SetStatus",
+    "DeleteUser",
+    "ListUsers",
+    "SetPassword",
+    "RequestPasswordReset",
+    "CheckResetToken",
+    "CompletePasswordReset",
+    "AdminResetLink",
+    "Events",
+    "OutboxList",
+    "OutboxRetry",
+    "OutboxDrop",
+    "Metrics",
+    "ImportUsers",
+    "ExportUsers",
+    "BackupRead",
+    "BackupCancel",
+];
 
 /// What a presented reset token amounts to.
 ///
@@ -189,6 +256,7 @@ pub struct Health {
 /// assert_eq!(serde_json::to_string(&TokenState::Valid).unwrap(), r#""valid""#);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TokenState {
     /// Usable now; show the new-password form.
@@ -203,6 +271,7 @@ pub enum TokenState {
 
 /// The answer to `check_reset_token`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TokenCheck {
     /// What the token amounts to.
     pub state: TokenState,
@@ -212,6 +281,7 @@ pub struct TokenCheck {
 
 /// A reset link made by an admin for support staff.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ResetLink {
     /// The account it resets.
     pub user_id: UserId,
@@ -228,6 +298,7 @@ pub struct ResetLink {
 /// assert_eq!(serde_json::to_string(&UserRef::Id(3)).unwrap(), r#"{"id":3}"#);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UserRef {
     /// By id: `{"id": 3}`.
@@ -238,6 +309,7 @@ pub enum UserRef {
 
 /// Where a queued message stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MessageState {
     /// Waiting for its next delivery attempt.
@@ -249,6 +321,7 @@ pub enum MessageState {
 /// A message in the outbox, as admins see it. The body (which may hold a reset link) is
 /// never shown.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OutboxMessage {
     /// The message id.
     pub id: u64,
@@ -270,6 +343,7 @@ pub struct OutboxMessage {
 
 /// An account brought in from another system by `import_users`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ImportUser {
     /// Email address; normalised and unique.
     pub email: String,
@@ -308,6 +382,7 @@ pub struct ImportUser {
 /// assert_eq!(account, exported.account);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExportedUser {
     /// The account's id in the store it was exported from.
     pub id: UserId,
@@ -319,6 +394,7 @@ pub struct ExportedUser {
 /// One piece of a backup file, as `backup_read` gives it. Written one after the other, the
 /// pieces of one session are the file (see the README's "Backups").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct BackupChunk {
     /// The backup's session: pass it to the next `backup_read`.
     pub session: u64,
@@ -333,6 +409,7 @@ pub type ImportOutcome = Result<UserId, ApiError>;
 
 /// What happened, in the event log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// An account was created.
@@ -370,6 +447,7 @@ pub enum EventKind {
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Event {
     /// Position in the log; pass the last one seen as the cursor of the next `events` call.
     pub seq: u64,
@@ -395,6 +473,7 @@ pub struct Event {
 /// assert_eq!(serde_json::to_string(&ApiError::NotFound).unwrap(), r#""NotFound""#);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ApiError {
     /// The email address is not a plausible address (see the protocol docs for the rules).
     #[error("invalid email address")]
@@ -445,7 +524,11 @@ pub enum ApiError {
 
 /// The latchkey service. Rust callers use [`crate::Client`]; other languages send the JSON
 /// frames described in `docs/PROTOCOL.md`.
-#[tarpc::service]
+#[cfg_attr(not(feature = "schema"), tarpc::service)]
+#[cfg_attr(
+    feature = "schema",
+    tarpc::service(derive = [serde::Serialize, serde::Deserialize, schemars::JsonSchema])
+)]
 pub trait Latchkey {
     /// Liveness and the caller's role.
     async fn health() -> Result<Health, ApiError>;

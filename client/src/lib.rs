@@ -29,6 +29,8 @@
 #![warn(missing_docs)]
 
 mod api;
+#[cfg(feature = "schema")]
+mod schema;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub use api::*;
+#[cfg(feature = "schema")]
+pub use schema::schema;
 use tarpc::client::RpcError;
 use tarpc::context::Context;
 use tarpc::tokio_serde::formats::Json;
@@ -54,15 +58,52 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a client call can fail with.
+///
+/// Whether a failed call may have taken effect, and so whether it is safe to send again:
+///
+/// | variant | ran? | send again? |
+/// |---|---|---|
+/// | [`Api`](Error::Api) | ran and refused | per the [`ApiError`] (`Unavailable`, `RateLimited`: later) |
+/// | [`Throttled`](Error::Throttled), [`UnknownMethod`](Error::UnknownMethod), [`InvalidRequest`](Error::InvalidRequest), [`Connect`](Error::Connect) | did not run | `Throttled` and `Connect`: yes |
+/// | [`Disconnected`](Error::Disconnected), [`TimedOut`](Error::TimedOut) | may have run | reads: yes; changes: re-read first |
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// The daemon answered with a typed error.
+    /// The daemon ran the call and answered with a typed error.
     #[error(transparent)]
     Api(#[from] ApiError),
-    /// The call did not complete: connection lost, deadline passed, or the daemon refused the
-    /// request before running it (for example too many requests in flight on this connection).
-    #[error("call failed")]
-    Rpc(#[from] tarpc::client::RpcError),
+    /// The daemon did not run the call: too many calls were in flight on this connection
+    /// (`server.max_requests_per_connection`). Safe to send again.
+    #[error("the daemon is busy on this connection; the call did not run")]
+    Throttled,
+    /// The daemon does not have this method: it is older than this client (its
+    /// [`Health::methods`] lists what it has). The call did not run.
+    #[error("the daemon does not have this method (it is older than this client): {detail}")]
+    UnknownMethod {
+        /// The daemon's explanation.
+        detail: String,
+    },
+    /// The daemon could not read the request (a field it does not know how to read, from a
+    /// client and daemon that disagree on a type). The call did not run.
+    #[error("the daemon could not read the request: {detail}")]
+    InvalidRequest {
+        /// What was wrong, by field and position; never a value.
+        detail: String,
+    },
+    /// The connection ended before the reply came (the daemon restarted or closed it). The
+    /// call may or may not have taken effect. The client connects again for the next call.
+    #[error("the connection to the daemon was lost before the reply came")]
+    Disconnected,
+    /// No reply came within the call timeout ([`ConnectOptions::call_timeout`]). The call
+    /// may or may not have taken effect.
+    #[error("no reply within the call timeout")]
+    TimedOut,
+    /// The daemon answered with a server error this client does not know.
+    #[error("the daemon did not run the call: {detail}")]
+    Server {
+        /// The daemon's explanation.
+        detail: String,
+    },
     /// The socket could not be reached.
     #[error("cannot connect to {path}")]
     Connect {
@@ -86,6 +127,44 @@ impl Error {
         match self {
             Error::Api(e) => Some(e),
             _ => None,
+        }
+    }
+
+    /// Whether the call certainly did not run, so sending it again cannot do anything twice.
+    ///
+    /// ```
+    /// use latchkey_client::Error;
+    /// assert!(Error::Throttled.did_not_run());
+    /// assert!(!Error::Disconnected.did_not_run());
+    /// ```
+    pub fn did_not_run(&self) -> bool {
+        matches!(
+            self,
+            Error::Throttled
+                | Error::UnknownMethod { .. }
+                | Error::InvalidRequest { .. }
+                | Error::Server { .. }
+                | Error::Connect { .. }
+        )
+    }
+
+    /// Our error for a failed tarpc call.
+    fn from_rpc(e: RpcError) -> Error {
+        match e {
+            RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_) => Error::Disconnected,
+            RpcError::DeadlineExceeded => Error::TimedOut,
+            RpcError::Server(server) => match server.kind {
+                std::io::ErrorKind::WouldBlock => Error::Throttled,
+                std::io::ErrorKind::NotFound => Error::UnknownMethod {
+                    detail: server.detail,
+                },
+                std::io::ErrorKind::InvalidInput => Error::InvalidRequest {
+                    detail: server.detail,
+                },
+                _ => Error::Server {
+                    detail: server.detail,
+                },
+            },
         }
     }
 }
@@ -124,7 +203,7 @@ impl Default for ConnectOptions {
 /// run concurrently.
 ///
 /// When the connection is lost (the daemon restarted, say), the call that noticed fails with
-/// [`Error::Rpc`] (it may or may not have taken effect: re-read before retrying a change) and
+/// [`Error::Disconnected`] (it may or may not have taken effect: re-read before retrying a change) and
 /// the client connects again, so later calls work once the daemon is back. A connection the
 /// daemon closed while no call was on it (it closes idle ones, after `server.idle_timeout_secs`)
 /// is replaced before the next call is sent, so that call does not fail.
@@ -268,11 +347,6 @@ impl Client {
         })
     }
 
-    /// The current tarpc stub, for callers who want to set their own context per call.
-    pub fn stub(&self) -> LatchkeyClient {
-        self.current().1.stub
-    }
-
     /// The current connection and its generation.
     fn current(&self) -> (u64, Connection) {
         match self.shared.stub.read() {
@@ -307,13 +381,11 @@ impl Client {
         match call(connection.stub, self.context()).await {
             Ok(result) => Ok(result?),
             Err(e) => {
-                if matches!(
-                    e,
-                    RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_)
-                ) {
+                let e = Error::from_rpc(e);
+                if matches!(e, Error::Disconnected) {
                     self.reconnect(generation).await;
                 }
-                Err(Error::Rpc(e))
+                Err(e)
             }
         }
     }

@@ -26,6 +26,7 @@ mod admission;
 mod auth;
 pub(crate) mod codec;
 mod config;
+mod transport;
 
 use crate::service::{Peer, Service, State};
 
@@ -261,7 +262,7 @@ async fn accept_loop(
         let framed = LengthDelimitedCodec::builder()
             .max_frame_length(config.max_frame_bytes)
             .new_framed(io);
-        let transport = tarpc::serde_transport::new(framed, codec::Json::default());
+        let transport = transport::Transport::new(framed, state.clone());
         let channel = BaseChannel::with_defaults(transport)
             .max_concurrent_requests(config.max_requests_per_connection);
         connections.spawn(async move {

@@ -12,6 +12,11 @@ pub(super) async fn health(service: &Service) -> Result<Health, ApiError> {
         uptime_secs: service.state.started.elapsed().as_secs(),
         caller_role: service.peer.role,
         store: service.state.store_probe.get().name().into(),
+        protocol: latchkey_client::PROTOCOL_VERSION,
+        methods: latchkey_client::METHODS
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect(),
     })
 }
 

@@ -144,7 +144,7 @@ async fn an_oversized_import_batch_is_refused_whole() {
         Err(latchkey_client::Error::Api(ApiError::InvalidInput { field, .. })) => {
             assert_eq!(field, "users")
         }
-        Err(latchkey_client::Error::Rpc(_)) => {}
+        Err(latchkey_client::Error::Disconnected) => {}
         other => panic!("expected a refusal, got {other:?}"),
     }
     let client = daemon.client().await;

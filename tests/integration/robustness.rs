@@ -1,5 +1,6 @@
 //! Bad input of every kind (issue 7): malformed and hostile frames, huge and odd field values,
-//! slow clients. Each is refused or closed on its own connection; the daemon keeps serving
+//! slow clients. A request that cannot run gets an error for its id (issue 17); a frame that
+//! is not JSON closes its own connection only; the daemon keeps serving
 //! everyone else and the store does not change.
 
 use std::time::Duration;
@@ -52,8 +53,8 @@ async fn snapshot(client: &Client) -> (Vec<User>, Vec<Event>) {
     (users, events)
 }
 
-#[tokio::test]
-async fn hostile_frames_close_only_their_own_connection_and_change_nothing() {
+/// A daemon with one account, an admin client, and what the store held before the test.
+async fn with_bystander() -> (Daemon, Client, (Vec<User>, Vec<Event>)) {
     let daemon = Daemon::start().await;
     let client = daemon.client().await;
     client
@@ -61,24 +62,20 @@ async fn hostile_frames_close_only_their_own_connection_and_change_nothing() {
         .await
         .expect("create");
     let before = snapshot(&client).await;
+    (daemon, client, before)
+}
+
+#[tokio::test]
+async fn frames_that_are_not_json_close_only_their_own_connection_and_change_nothing() {
+    let (daemon, client, before) = with_bystander().await;
     let valid = request_json(1, LatchkeyRequest::Health {});
-    let unknown_method = valid.replace("\"Health\"", "\"DropAllTables\"");
-    let wrong_types =
-        request_json(1, LatchkeyRequest::GetUser { id: 1 }).replace("\"id\":1}", "\"id\":\"one\"}");
     let mut invalid_utf8 = valid.clone().into_bytes();
     let at = invalid_utf8.len() / 2;
     invalid_utf8[at] = 0xff;
     let with_nul = valid.replacen('{', "{\0", 1);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("malformed JSON", frame(b"{\"Request\": {")),
-        ("not an object", frame(b"[1, 2, 3]")),
         ("empty frame", frame(b"")),
-        ("unknown method", frame(unknown_method.as_bytes())),
-        ("wrong argument type", frame(wrong_types.as_bytes())),
-        (
-            "request id as a string",
-            frame(valid.replace("\"id\":1", "\"id\":\"1\"").as_bytes()),
-        ),
         ("invalid UTF-8", frame(&invalid_utf8)),
         ("NUL byte in the JSON", frame(with_nul.as_bytes())),
         ("a length of 4 GiB", vec![0xff, 0xff, 0xff, 0xff, b'{']),
@@ -102,6 +99,134 @@ async fn hostile_frames_close_only_their_own_connection_and_change_nothing() {
     drop(raw);
     client.health().await.expect("after a truncated frame");
     assert_eq!(snapshot(&client).await, before, "the store changed");
+}
+
+/// Issue 17: an unknown method (a newer client talking to an older daemon), a missing or
+/// mistyped argument, an absent deadline used to close the connection and fail every call in
+/// flight on it. Now each gets a server error for its own id, and the connection serves on.
+#[tokio::test]
+async fn a_request_that_cannot_run_gets_an_error_for_its_id_and_the_connection_serves_on() {
+    let (daemon, client, before) = with_bystander().await;
+    let valid = request_json(1, LatchkeyRequest::Health {});
+    let deadline = valid
+        .split("\"deadline\":")
+        .nth(1)
+        .and_then(|rest| rest.split_once('}'))
+        .map(|(d, _)| format!("\"deadline\":{d}}},"))
+        .expect("the deadline");
+    let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
+    // A login first: it hashes for milliseconds, so it is still running while the bad
+    // frames behind it are read, and must still get its reply.
+    let login = request_json(
+        100,
+        LatchkeyRequest::VerifyPassword {
+            email: "bystander@example.com".into(),
+            password: "bystander password".into(),
+            client_ip: None,
+        },
+    );
+    let cases: Vec<(u64, &str, String, u64)> = vec![
+        (
+            101,
+            "unknown method",
+            valid
+                .replace("\"Health\"", "\"DropAllTables\"")
+                .replace("\"id\":1", "\"id\":101"),
+            0,
+        ),
+        (
+            102,
+            "wrong argument type",
+            request_json(102, LatchkeyRequest::GetUser { id: 1 })
+                .replace("\"id\":1}", "\"id\":\"one\"}"),
+            11,
+        ),
+        (
+            103,
+            "missing argument",
+            request_json(103, LatchkeyRequest::GetUser { id: 1 }).replace("{\"id\":1}", "{}"),
+            11,
+        ),
+        (
+            104,
+            "absent deadline",
+            valid
+                .replace(&deadline, "")
+                .replace("\"id\":1", "\"id\":104"),
+            11,
+        ),
+        (
+            105,
+            "a method that is not an object",
+            valid
+                .replace("{\"Health\":{}}", "[\"Health\"]")
+                .replace("\"id\":1", "\"id\":105"),
+            11,
+        ),
+    ];
+    raw.write_all(&frame(login.as_bytes()))
+        .await
+        .expect("write");
+    for (_, what, body, _) in &cases {
+        assert!(!body.contains("\"id\":1,"), "{what}: {body}");
+        raw.write_all(&frame(body.as_bytes())).await.expect("write");
+    }
+    // JSON that is no request at all has no id to answer: it is dropped, and the connection
+    // still serves the next call.
+    raw.write_all(&frame(b"[1, 2, 3]")).await.expect("write");
+    raw.write_all(&frame(valid.replace("\"id\":1", "\"id\":\"1\"").as_bytes()))
+        .await
+        .expect("write");
+    raw.write_all(&frame(valid.replace("\"id\":1", "\"id\":106").as_bytes()))
+        .await
+        .expect("write");
+    let mut replies = std::collections::HashMap::new();
+    for _ in 0..cases.len() + 2 {
+        let reply = read_reply(&mut raw).await;
+        let id = reply["request_id"].as_u64().expect("a request id");
+        assert!(replies.insert(id, reply).is_none(), "two replies for {id}");
+    }
+    for (id, what, _, kind) in &cases {
+        let reply = &replies[id];
+        assert_eq!(reply["message"]["Err"]["kind"], *kind, "{what}: {reply}");
+        let detail = reply["message"]["Err"]["detail"]
+            .as_str()
+            .expect("a detail");
+        assert!(!detail.is_empty(), "{what}: {reply}");
+    }
+    assert!(
+        replies[&101]["message"]["Err"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("unknown method `DropAllTables`")),
+        "{}",
+        replies[&101]
+    );
+    assert!(
+        replies[&104]["message"]["Err"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("missing field `deadline`")),
+        "{}",
+        replies[&104]
+    );
+    assert_eq!(
+        replies[&100]["message"]["Ok"]["VerifyPassword"]["Ok"]["email"], "bystander@example.com",
+        "the call in flight was answered: {}",
+        replies[&100]
+    );
+    assert_eq!(
+        replies[&106]["message"]["Ok"]["Health"]["Ok"]["status"], "ok",
+        "{}",
+        replies[&106]
+    );
+    assert_eq!(snapshot(&client).await, before, "the store changed");
+    let metrics = client.metrics().await.expect("metrics");
+    for line in [
+        "latchkey_frames_refused_total{reason=\"unknown_method\"} 1",
+        "latchkey_frames_refused_total{reason=\"invalid_request\"} 4",
+        "latchkey_frames_refused_total{reason=\"dropped\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -391,7 +516,7 @@ async fn a_client_streaming_frames_across_read_boundaries_is_not_cut_off() {
 }
 
 #[tokio::test]
-async fn an_absurd_deadline_closes_its_connection_without_a_panic() {
+async fn an_absurd_deadline_is_refused_without_a_panic() {
     let daemon = Daemon::start().await;
     let client = daemon.client().await;
     let valid = request_json(1, LatchkeyRequest::Health {});
@@ -409,7 +534,15 @@ async fn an_absurd_deadline_closes_its_connection_without_a_panic() {
         assert_ne!(body, valid);
         let mut raw = UnixStream::connect(daemon.socket()).await.expect("connect");
         raw.write_all(&frame(body.as_bytes())).await.expect("write");
-        assert_closed_by_daemon(&mut raw).await;
+        let reply = read_reply(&mut raw).await;
+        assert_eq!(reply["request_id"], 1, "{reply}");
+        assert_eq!(reply["message"]["Err"]["kind"], 11, "{reply}");
+        assert!(
+            reply["message"]["Err"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("beyond the 86400 s allowed")),
+            "{reply}"
+        );
         client.health().await.expect("others are still served");
     }
     // A day is the longest deadline accepted.
@@ -526,8 +659,9 @@ async fn look_alike_addresses_and_names_are_refused_and_one_mailbox_is_one_accou
 
 /// Issue 19, item 9: serde's message quoted a mistyped value into tarpc's WARN line, so a
 /// client bug that put a password where an id belongs wrote the password to the journal.
+/// Since issue 17 the request gets an error reply, which must not quote it either.
 #[tokio::test]
-async fn a_secret_in_a_mistyped_field_never_reaches_the_log() {
+async fn a_secret_in_a_mistyped_field_never_reaches_the_log_or_the_reply() {
     let daemon = Daemon::start().await;
     let secret = "Tr0ub4dor&3 my real password";
     let mistyped = request_json(1, LatchkeyRequest::GetUser { id: 1 })
@@ -536,9 +670,14 @@ async fn a_secret_in_a_mistyped_field_never_reaches_the_log() {
     raw.write_all(&frame(mistyped.as_bytes()))
         .await
         .expect("write");
-    assert_closed_by_daemon(&mut raw).await;
+    let reply = read_reply(&mut raw).await.to_string();
+    assert!(
+        reply.contains("invalid arguments to `GetUser`: a value of the wrong type"),
+        "{reply}"
+    );
+    assert!(!reply.contains("Tr0ub4dor"), "{reply}");
     daemon
-        .wait_for_log("a frame that does not decode: a value of the wrong type")
+        .wait_for_log("invalid arguments to `GetUser`: a value of the wrong type")
         .await;
     daemon.assert_log_lacks(&[secret, "Tr0ub4dor"]);
 }

@@ -121,6 +121,14 @@ async function main() {
     check(health.status === 'ok' && health.caller_role === 'admin',
       'health should be ok with the admin role', health);
     step(`health: ${health.version}, role ${health.caller_role}`);
+    check(health.protocol >= 2 && health.methods.includes('RequestPasswordReset'),
+      'health should give protocol 2 and the method list', health);
+    // A method this daemon lacks is refused for that call only (issue 17).
+    const refused = await lk.call('TeleportUser', { id: 1 }).then(() => null, (e) => e);
+    check(refused && refused.code === 'UnknownMethod' && refused.details.detail.includes('TeleportUser'),
+      'an unknown method should be refused as such', refused && refused.message);
+    check((await lk.health()).status === 'ok', 'the connection should serve on after it');
+    step('an unknown method is refused and the connection serves on');
 
     const user = await lk.createUser({ email: EMAIL.toUpperCase(), name: 'Ada Node', password: OLD_PASSWORD, locale: 'en' });
     check(Number.isSafeInteger(user.id) && user.email === EMAIL && user.status === 'active'

@@ -96,6 +96,17 @@ def main():
         check(health["status"] == "ok" and health["caller_role"] == "admin",
               "health should be ok with the admin role", health)
         step(f"health: {health['version']}, role {health['caller_role']}")
+        check(health["protocol"] >= 2 and "RequestPasswordReset" in health["methods"],
+              "health should give protocol 2 and the method list", health)
+        # A method this daemon lacks is refused for that call only (issue 17).
+        try:
+            lk.call("TeleportUser", {"id": 1})
+            check(False, "an unknown method should be refused")
+        except latchkey.ServerError as e:
+            check(e.unknown_method and "TeleportUser" in e.detail,
+                  "an unknown method should be refused as such", (e.kind, e.detail))
+        check(lk.health()["status"] == "ok", "the connection should serve on after it")
+        step("an unknown method is refused and the connection serves on")
 
         user = lk.create_user(EMAIL.upper(), OLD_PASSWORD, name="Ada Python", locale="en")
         check(isinstance(user["id"], int) and user["email"] == EMAIL

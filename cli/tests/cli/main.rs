@@ -15,6 +15,7 @@ mod events;
 mod import;
 mod outbox;
 mod reset;
+mod schema;
 mod users;
 
 use std::time::Duration;

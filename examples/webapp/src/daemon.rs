@@ -10,7 +10,6 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use latchkey_client::{Client, Error};
-use tarpc::client::RpcError;
 use tokio::sync::Mutex;
 
 /// A lazily made, shared connection to the daemon.
@@ -58,10 +57,7 @@ impl Daemon {
             }
         };
         let result = call(client).await;
-        if let Err(Error::Rpc(
-            e @ (RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_)),
-        )) = &result
-        {
+        if let Err(e @ Error::Disconnected) = &result {
             tracing::warn!(error = %e, "the connection to latchkeyd broke; reconnecting");
             *self.client.lock().await = None;
         }
