@@ -72,7 +72,7 @@ pub(crate) enum Command {
     /// tokens, queued mail and the event log stay behind). The file holds every password
     /// hash: keep it as safe as the database. A warning and the count go to stderr.
     Export,
-    /// Print the daemon's metrics in the Prometheus text format (admin role).
+    /// Print the daemon's metrics in the Prometheus text format (any role, monitor included).
     Metrics,
     /// Print the wire protocol as JSON Schema (draft 2020-12), generated from the types
     /// this `latchkey` was built with; no daemon needed. docs/protocol.schema.json is the

@@ -32,8 +32,8 @@
 //! backup --verify FILE                        checks a backup file (no daemon needed)
 //! ```
 //!
-//! Everything but `health`, `user add`, `user show` and `reset request|check` needs the admin
-//! role.
+//! Everything but `health`, `metrics`, `user add`, `user show` and `reset request|check`
+//! needs the admin role (`health` and `metrics` are all the monitor role may call).
 //!
 //! Secrets are never taken from the command line, where every user on the host can read them
 //! in `/proc/PID/cmdline` and shells keep them in their history: `user add` and

@@ -59,7 +59,7 @@ const API_MESSAGES = {
   InvalidCredentials: () => 'invalid credentials',
   InvalidToken: () => 'the reset token is invalid or expired',
   NotFound: () => 'not found',
-  Forbidden: () => 'forbidden: this method needs the admin role',
+  Forbidden: () => 'forbidden: this connection's role may not call this method',
   RateLimited: (d) => `rate limited; retry after ${d.retry_after_secs} s`,
   Unavailable: () => 'service unavailable; retry later',
 };
@@ -72,10 +72,11 @@ const API_MESSAGES = {
  * `InvalidToken`, `NotFound`, `Forbidden`, `RateLimited`, `Unavailable`, with the variant's
  * fields in `details` (for example `{ retry_after_secs: 60 }`); or a failure around it:
  *
- * - `Throttled`, `UnknownMethod`, `InvalidRequest`, `ServerError` (`kind === 'server'`): the
- *   daemon did not run the call: too many calls in flight on the connection (safe to retry),
- *   a method it does not have (it is older than this client; `health().methods` lists what it
- *   has), a request it could not read, or another reason. `details` holds
+ * - `Throttled`, `UnknownMethod`, `InvalidRequest`, `NoRole`, `ServerError` (`kind === 'server'`):
+ *   the daemon did not run the call: too many calls in flight on the connection (safe to
+ *   retry), a method it does not have (it is older than this client; `health().methods` lists
+ *   what it has), a request it could not read, no role on the socket for this process's uid
+ *   and groups (see the daemon's `auth.app_uids` and `auth.app_gids`), or another reason. `details` holds
  *   `{ kind, kind_name, detail }` as the daemon sent them.
  * - `Timeout` (`kind === 'transport'`): no answer within the timeout; the call may or may not
  *   have taken effect.
@@ -664,7 +665,10 @@ class Client {
       const kindName = IO_ERROR_KINDS[kind] || 'Other';
       // Protocol 2: 0 (NotFound) is an unknown method (the daemon is older than this client),
       // 11 (InvalidInput) a request it could not read; 10 (WouldBlock) too many calls in flight.
-      const code = { WouldBlock: 'Throttled', NotFound: 'UnknownMethod', InvalidInput: 'InvalidRequest' }[kindName] || 'ServerError';
+      // 1 (PermissionDenied): this process's uid and groups have no role on the socket.
+      const code = {
+        WouldBlock: 'Throttled', NotFound: 'UnknownMethod', InvalidInput: 'InvalidRequest', PermissionDenied: 'NoRole',
+      }[kindName] || 'ServerError';
       call.reject(new LatchkeyError(code, `${call.method}: server error ${kindName}: ${detail}`, {
         kind: 'server', details: { kind, kind_name: kindName, detail }, method: call.method,
       }));

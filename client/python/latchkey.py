@@ -92,7 +92,7 @@ _API_MESSAGES = {
     "InvalidCredentials": "invalid credentials",
     "InvalidToken": "the reset token is invalid or expired",
     "NotFound": "not found",
-    "Forbidden": "forbidden: this method needs the admin role",
+    "Forbidden": "forbidden: this connection's role may not call this method",
     "RateLimited": "rate limited; retry after {retry_after_secs} s",
     "Unavailable": "service unavailable; retry later",
 }
@@ -147,6 +147,8 @@ class ServerError(LatchkeyError):
         unknown_method: ``True`` when the daemon does not have the method: it is older than
             this client (``health()["methods"]`` lists what it has).
         invalid_request: ``True`` when the daemon could not read the request.
+        no_role: ``True`` when this process's uid and groups have no role on the socket
+            (see the daemon's ``auth.app_uids`` and ``auth.app_gids``); ``detail`` says which.
     """
 
     def __init__(self, kind: int, detail: str, method: str = ""):
@@ -160,6 +162,7 @@ class ServerError(LatchkeyError):
         self.throttled = self.kind_name == "WouldBlock"
         self.unknown_method = self.kind_name == "NotFound"
         self.invalid_request = self.kind_name == "InvalidInput"
+        self.no_role = self.kind_name == "PermissionDenied"
         super().__init__(f"{method}: server error {self.kind_name}: {detail}")
 
 

@@ -28,11 +28,15 @@ pub enum UserStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CallerRole {
     /// An application: user and reset calls.
     App,
     /// An operator: everything an app may do plus the admin-only methods.
     Admin,
+    /// A monitoring agent (`auth.monitor_uids`, `auth.monitor_gids`): `health` and `metrics`
+    /// only, so a scraper holds no connection that can read or change accounts.
+    Monitor,
 }
 
 /// A user as the daemon reports it. The password hash never leaves the daemon.
@@ -139,6 +143,7 @@ pub struct SignUp {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SignUpOutcome {
     /// The account exists now (`signup.conceal_taken_addresses = false`, the default); a
     /// taken address is refused with [`ApiError::EmailTaken`] instead.
@@ -250,7 +255,8 @@ pub const METHODS: &[&str] = &[
 ///     TokenState::Valid => "choose a new password",
 ///     TokenState::Expired => "this link has expired; ask for a new one",
 ///     TokenState::Used => "this link was used already",
-///     TokenState::Invalid => "this link is not valid",
+///     // A newer daemon may add states: treat one like an invalid link.
+///     _ => "this link is not valid",
 /// };
 /// assert_eq!(message(TokenState::Used), "this link was used already");
 /// assert_eq!(serde_json::to_string(&TokenState::Valid).unwrap(), r#""valid""#);
@@ -258,6 +264,7 @@ pub const METHODS: &[&str] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TokenState {
     /// Usable now; show the new-password form.
     Valid,
@@ -311,6 +318,7 @@ pub enum UserRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MessageState {
     /// Waiting for its next delivery attempt.
     Queued,
@@ -411,6 +419,7 @@ pub type ImportOutcome = Result<UserId, ApiError>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// An account was created.
     UserCreated,
@@ -474,6 +483,7 @@ pub struct Event {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[non_exhaustive]
 pub enum ApiError {
     /// The email address is not a plausible address (see the protocol docs for the rules).
     #[error("invalid email address")]
@@ -508,8 +518,9 @@ pub enum ApiError {
     /// say whether an account exists).
     #[error("not found")]
     NotFound,
-    /// The caller's role may not call this method.
-    #[error("forbidden: this method needs the admin role")]
+    /// The caller's role may not call this method (an app calling an admin method, a
+    /// monitor anything but `health` and `metrics`).
+    #[error("forbidden: this connection's role may not call this method")]
     Forbidden,
     /// Too many attempts; try again after `retry_after_secs`.
     #[error("rate limited; retry after {retry_after_secs} s")]
@@ -608,7 +619,7 @@ pub trait Latchkey {
     async fn outbox_retry(id: u64) -> Result<(), ApiError>;
     /// Deletes a message unsent (admin).
     async fn outbox_drop(id: u64) -> Result<(), ApiError>;
-    /// Metrics in the Prometheus text format (admin).
+    /// Metrics in the Prometheus text format (every role: admin, app and monitor).
     async fn metrics() -> Result<String, ApiError>;
     /// Imports accounts with existing password hashes (admin); at most 1000 per call. Each
     /// account succeeds or fails on its own; the outcomes come back in order.

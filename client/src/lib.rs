@@ -64,7 +64,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// | variant | ran? | send again? |
 /// |---|---|---|
 /// | [`Api`](Error::Api) | ran and refused | per the [`ApiError`] (`Unavailable`, `RateLimited`: later) |
-/// | [`Throttled`](Error::Throttled), [`UnknownMethod`](Error::UnknownMethod), [`InvalidRequest`](Error::InvalidRequest), [`Connect`](Error::Connect) | did not run | `Throttled` and `Connect`: yes |
+/// | [`Throttled`](Error::Throttled), [`UnknownMethod`](Error::UnknownMethod), [`InvalidRequest`](Error::InvalidRequest), [`NoRole`](Error::NoRole), [`Connect`](Error::Connect) | did not run | `Throttled` and `Connect`: yes |
 /// | [`Disconnected`](Error::Disconnected), [`TimedOut`](Error::TimedOut) | may have run | reads: yes; changes: re-read first |
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -88,6 +88,15 @@ pub enum Error {
     #[error("the daemon could not read the request: {detail}")]
     InvalidRequest {
         /// What was wrong, by field and position; never a value.
+        detail: String,
+    },
+    /// The daemon gives this process no role on its socket (its uid and groups are in none of
+    /// `auth.app_uids`, `auth.app_gids`, which default to the socket's group, nor the admin or
+    /// monitor settings), so it answered the first call with this and closed the connection.
+    /// Nothing ran. Fix the daemon's `[auth]` settings or the process's groups.
+    #[error("{detail}")]
+    NoRole {
+        /// The daemon's explanation, with this process's uid and gid as it saw them.
         detail: String,
     },
     /// The connection ended before the reply came (the daemon restarted or closed it). The
@@ -144,6 +153,7 @@ impl Error {
                 | Error::UnknownMethod { .. }
                 | Error::InvalidRequest { .. }
                 | Error::Server { .. }
+                | Error::NoRole { .. }
                 | Error::Connect { .. }
         )
     }
@@ -155,6 +165,9 @@ impl Error {
             RpcError::DeadlineExceeded => Error::TimedOut,
             RpcError::Server(server) => match server.kind {
                 std::io::ErrorKind::WouldBlock => Error::Throttled,
+                std::io::ErrorKind::PermissionDenied => Error::NoRole {
+                    detail: server.detail,
+                },
                 std::io::ErrorKind::NotFound => Error::UnknownMethod {
                     detail: server.detail,
                 },
@@ -481,6 +494,8 @@ impl Client {
     /// match client.sign_up(form, Some("203.0.113.7")).await? {
     ///     SignUpOutcome::Created { user } => { /* sign the user in */ }
     ///     SignUpOutcome::ConfirmationSent => { /* "check your mail to finish" */ }
+    ///     // Outcomes a newer daemon may add (the enum is non-exhaustive).
+    ///     _ => { /* "check your mail" is the safe answer */ }
     /// }
     /// # Ok(()) }
     /// ```
@@ -752,7 +767,8 @@ impl Client {
     ///     TokenState::Valid => { /* show the form */ }
     ///     TokenState::Expired => { /* "this link has expired" */ }
     ///     TokenState::Used => { /* "this link was used already" */ }
-    ///     TokenState::Invalid => { /* "this link is not valid" */ }
+    ///     // Invalid, and any state a newer daemon adds (the enum is non-exhaustive).
+    ///     _ => { /* "this link is not valid" */ }
     /// }
     /// # Ok(()) }
     /// ```
@@ -874,7 +890,7 @@ impl Client {
             .await
     }
 
-    /// Metrics in the Prometheus (OpenMetrics) text format (admin role): calls by method and
+    /// Metrics in the Prometheus (OpenMetrics) text format (any role, monitor included): calls by method and
     /// outcome with latency histograms, hashing queue and wait, outbox depth, oldest message
     /// age and dead letters, limiter keys, store size, uptime.
     ///

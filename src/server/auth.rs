@@ -17,6 +17,10 @@ pub(crate) struct Auth {
     app_uids: Vec<u32>,
     /// Gids with the app role.
     app_gids: Vec<u32>,
+    /// Uids with the monitor role.
+    monitor_uids: Vec<u32>,
+    /// Gids with the monitor role.
+    monitor_gids: Vec<u32>,
 }
 
 impl Auth {
@@ -32,10 +36,13 @@ impl Auth {
             admin_gids: config.admin_gids.clone(),
             app_uids: config.app_uids.clone(),
             app_gids: config.app_gids.clone().unwrap_or_else(|| vec![socket_gid]),
+            monitor_uids: config.monitor_uids.clone(),
+            monitor_gids: config.monitor_gids.clone(),
         }
     }
 
-    /// The role for a peer, or `None` to refuse it. `groups` gives the peer's supplementary
+    /// The role for a peer, or `None` to refuse it: the widest role it matches (admin, then
+    /// app, then monitor). `groups` gives the peer's supplementary
     /// groups; it is called only when the uid and primary gid decide nothing.
     pub(crate) fn role(
         &self,
@@ -59,6 +66,8 @@ impl Auth {
             Some(CallerRole::Admin)
         } else if self.app_uids.contains(&uid) || in_any(&self.app_gids) {
             Some(CallerRole::App)
+        } else if self.monitor_uids.contains(&uid) || in_any(&self.monitor_gids) {
+            Some(CallerRole::Monitor)
         } else {
             None
         }

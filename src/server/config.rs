@@ -118,4 +118,8 @@ pub struct AuthConfig {
     pub app_uids: Vec<u32>,
     /// Gids (primary or supplementary) given the app role; unset means the socket's group.
     pub app_gids: Option<Vec<u32>>,
+    /// Uids given the monitor role: `health` and `metrics` only, for scrapers and probes.
+    pub monitor_uids: Vec<u32>,
+    /// Gids (primary or supplementary) given the monitor role.
+    pub monitor_gids: Vec<u32>,
 }

@@ -209,6 +209,7 @@ async fn accept_loop(
     connections: &TaskTracker,
 ) {
     let admission = admission::Admission::new(config);
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_ANSWERED_AT_ONCE));
     let idle_timeout =
         (config.idle_timeout_secs > 0).then(|| Duration::from_secs(config.idle_timeout_secs));
     loop {
@@ -231,12 +232,31 @@ async fn accept_loop(
         let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
         let Some(role) = auth.role(uid, gid, || peer_groups(&stream, pid)) else {
             tracing::warn!(uid, gid, pid, "refused connection: peer has no role");
+            let detail = format!(
+                "this process (uid {uid}, gid {gid}) has no role on this socket; the \
+                 daemon's [auth] settings give roles to auth.app_uids and auth.app_gids \
+                 (the socket's group by default), auth.admin_uids and auth.admin_gids, \
+                 auth.monitor_uids and auth.monitor_gids"
+            );
+            answer_refused(
+                stream,
+                &refusals,
+                io::ErrorKind::PermissionDenied,
+                detail,
+                config,
+            );
             continue;
         };
         let ticket = match admission.admit(uid, pid, role) {
             Ok(ticket) => ticket,
             Err(refusal) => {
                 state.metrics.connection_refused(refusal.label());
+                let detail = format!(
+                    "connection refused: the daemon's connection limits are reached ({}); \
+                     retry later, or share fewer connections",
+                    refusal.label()
+                );
+                answer_refused(stream, &refusals, io::ErrorKind::WouldBlock, detail, config);
                 if admission.log_now() {
                     tracing::warn!(
                         uid,
@@ -290,6 +310,57 @@ async fn accept_loop(
             tracing::debug!(uid, pid, "connection closed");
         });
     }
+}
+
+/// How many refused connections may be waiting for their first frame at once; past that a
+/// refused connection is closed without a word, as before issue 17.
+const REFUSALS_ANSWERED_AT_ONCE: usize = 16;
+
+/// How long a refused connection is given to send its first frame.
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
+
+/// Tells a refused client why (issue 17): its first request is answered with a server error
+/// of `kind` (1 PermissionDenied for a peer with no role, 10 WouldBlock over the connection
+/// limits) and the connection closed, so every client can say "this uid has no role" instead
+/// of reporting a bare reset. Bounded: at most [`REFUSALS_ANSWERED_AT_ONCE`] wait at once,
+/// each at most [`REFUSAL_WAIT`], so refused peers cannot hold more than that.
+fn answer_refused(
+    stream: UnixStream,
+    refusals: &Arc<tokio::sync::Semaphore>,
+    kind: io::ErrorKind,
+    detail: String,
+    config: &ServerConfig,
+) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    let max_frame_bytes = config.max_frame_bytes;
+    tokio::spawn(async move {
+        let answer = async {
+            let mut framed = LengthDelimitedCodec::builder()
+                .max_frame_length(max_frame_bytes)
+                .new_framed(stream);
+            let frame = framed.next().await?.ok()?;
+            let id = match codec::decode::<latchkey_client::LatchkeyRequest>(
+                &frame,
+                latchkey_client::METHODS,
+            ) {
+                codec::Decoded::Message(tarpc::ClientMessage::Request(request)) => request.id,
+                codec::Decoded::Refuse { id, .. } => id,
+                _ => return None,
+            };
+            let reply = tarpc::Response::<()> {
+                request_id: id,
+                message: Err(tarpc::ServerError::new(kind, detail)),
+            };
+            let json = serde_json::to_vec(&reply).ok()?;
+            futures::SinkExt::send(&mut framed, bytes::Bytes::from(json))
+                .await
+                .ok()
+        };
+        let _ = tokio::time::timeout(REFUSAL_WAIT, answer).await;
+        drop(permit);
+    });
 }
 
 /// A client connection as the codec sees it, with two twists on the read side:

@@ -160,10 +160,23 @@ pub(crate) struct Service {
 /// Which role a method needs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Needs {
+    /// Every role, monitors included: health and metrics.
+    Monitor,
     /// Apps and admins.
     App,
     /// Admins only.
     Admin,
+}
+
+impl Needs {
+    /// Whether `role` may make a call that needs this.
+    fn allows(self, role: CallerRole) -> bool {
+        match self {
+            Needs::Monitor => true,
+            Needs::App => matches!(role, CallerRole::App | CallerRole::Admin),
+            Needs::Admin => role == CallerRole::Admin,
+        }
+    }
 }
 
 impl Service {
@@ -192,7 +205,7 @@ impl Service {
         quiet: impl FnOnce(&T) -> bool,
     ) -> Result<T, ApiError> {
         let started = Instant::now();
-        let result = if needs == Needs::Admin && self.peer.role != CallerRole::Admin {
+        let result = if !needs.allows(self.peer.role) {
             Err(ApiError::Forbidden)
         } else {
             body.await
@@ -237,7 +250,7 @@ impl Service {
 /// info (`call`: it changes something, or is a login) or at debug (`read`).
 impl Latchkey for Service {
     async fn health(self, _: Context) -> Result<Health, ApiError> {
-        self.read("health", Needs::App, status::health(&self), |_| true)
+        self.read("health", Needs::Monitor, status::health(&self), |_| true)
             .await
     }
 
@@ -481,7 +494,7 @@ impl Latchkey for Service {
     }
 
     async fn metrics(self, _: Context) -> Result<String, ApiError> {
-        self.read("metrics", Needs::Admin, status::metrics(&self), |_| true)
+        self.read("metrics", Needs::Monitor, status::metrics(&self), |_| true)
             .await
     }
 

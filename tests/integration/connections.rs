@@ -11,19 +11,30 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use latchkey_test_support::{have_root, Daemon, Setup};
 
-/// Opens connections one by one and reports, for each, whether the daemon kept it ("open")
-/// or closed it at once ("closed"); then holds the open ones until killed.
+/// Opens connections one by one, sends a `health` on each and reports whether the daemon
+/// served it ("open") or refused it ("closed": answered with the throttled server error, then
+/// closed, or closed without a word); then holds the open ones until killed.
 const HOLDER: &str = r#"
-import os, select, socket, sys, time
+import json, os, socket, struct, sys, time
 path, count, uid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if uid >= 0:
     os.setgroups([]); os.setgid(uid); os.setuid(uid)
+request = json.dumps({"Request": {"context": {"deadline": {"secs": 10}}, "id": 1,
+                                  "message": {"Health": {}}}}).encode()
+def reply(s):
+    head = s.recv(4, socket.MSG_WAITALL)
+    if len(head) < 4:
+        return None
+    body = s.recv(struct.unpack(">I", head)[0], socket.MSG_WAITALL)
+    return json.loads(body)["message"]
 held = []
 for _ in range(count):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
-    ready, _, _ = select.select([s], [], [], 0.5)
-    if ready and s.recv(1) == b"":
+    s.settimeout(10)
+    s.sendall(struct.pack(">I", len(request)) + request)
+    message = reply(s)
+    if message is None or message.get("Err", {}).get("kind") == 10:
         print("closed", flush=True)
     else:
         print("open", flush=True)
@@ -99,9 +110,11 @@ async fn no_process_and_no_uid_takes_every_connection() {
     let refused = latchkey_client::Client::connect(daemon.socket())
         .await
         .expect("the socket accepts");
+    // Refused, and told so: the connection limits, not a bare reset (issue 17).
+    let refusal = refused.health().await;
     assert!(
-        refused.health().await.is_err(),
-        "a fifth connection of one uid is refused"
+        matches!(refusal, Err(latchkey_client::Error::Throttled)),
+        "a fifth connection of one uid is refused as throttled: {refusal:?}"
     );
     daemon
         .wait_for_log("refused a connection over the connection limits")

@@ -247,8 +247,10 @@ async fn wrong_password_unknown_email_and_disabled_account_are_indistinguishable
     }
 }
 
+/// Issue 17: a peer with no role used to see a bare reset; now its first call is answered
+/// with the reason, naming its uid and the settings, before the connection closes.
 #[tokio::test]
-async fn peer_without_a_role_is_disconnected() {
+async fn peer_without_a_role_is_told_why_and_disconnected() {
     let daemon = Setup::new()
         .toml(&format!(
             "[auth]\nadmin_uids = [{}]\napp_uids = []\napp_gids = []\n",
@@ -259,9 +261,17 @@ async fn peer_without_a_role_is_disconnected() {
     let refusals = || daemon.log().matches("refused connection").count();
     let before = refusals();
     let client = daemon.client().await;
-    match client.health().await {
-        Err(Error::Disconnected) => {}
-        other => panic!("expected: Err(Disconnected), the connection closed\n     got: {other:?}"),
+    for attempt in ["first call", "after reconnecting"] {
+        match client.health().await {
+            Err(Error::NoRole { detail }) => {
+                assert!(
+                    detail.contains(&format!("uid {}", our_uid()))
+                        && detail.contains("auth.app_gids"),
+                    "{attempt}: {detail}"
+                );
+            }
+            other => panic!("{attempt}: expected Err(NoRole {{ .. }})\n     got: {other:?}"),
+        }
     }
     // Log lines are written by a background thread: give it a moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -275,16 +285,53 @@ async fn peer_without_a_role_is_disconnected() {
     );
 }
 
-#[tokio::test]
-async fn app_caller_cannot_use_admin_methods() {
-    let daemon = Setup::new()
+/// A daemon whose admin is another uid, with `auth` (lines of `[auth]`) deciding our role.
+async fn with_auth(auth: &str) -> Daemon {
+    Setup::new()
         .toml(&format!(
-            "[auth]\nadmin_uids = [{}]\napp_uids = [{}]\n",
-            another_uid(),
-            our_uid()
+            "[auth]\nadmin_uids = [{}]\n{auth}\n",
+            another_uid()
         ))
         .start()
-        .await;
+        .await
+}
+
+/// Issue 17: a scraper or probe gets the monitor role: health and metrics, nothing else.
+#[tokio::test]
+async fn a_monitor_may_read_health_and_metrics_and_nothing_else() {
+    let daemon = with_auth(&format!(
+        "app_uids = []\napp_gids = []\nmonitor_uids = [{}]",
+        our_uid()
+    ))
+    .await;
+    let client = daemon.client().await;
+    let health = client.health().await.expect("health");
+    assert_eq!(health.caller_role, CallerRole::Monitor);
+    let metrics = client.metrics().await.expect("metrics");
+    assert!(metrics.contains("latchkey_calls_total"), "{metrics}");
+    assert_api_error(client.get_user(1).await, ApiError::Forbidden);
+    assert_api_error(
+        client.find_user("ada@example.com").await,
+        ApiError::Forbidden,
+    );
+    assert_api_error(
+        client
+            .request_password_reset("ada@example.com", None, None)
+            .await,
+        ApiError::Forbidden,
+    );
+    assert_api_error(client.events(0, 10).await, ApiError::Forbidden);
+    assert_api_error(
+        client
+            .create_user(new_user("mon@example.com", PASSWORD))
+            .await,
+        ApiError::Forbidden,
+    );
+}
+
+#[tokio::test]
+async fn app_caller_cannot_use_admin_methods() {
+    let daemon = with_auth(&format!("app_uids = [{}]", our_uid())).await;
     let client = daemon.client().await;
     let health = client.health().await.expect("health");
     assert_eq!(health.caller_role, CallerRole::App);

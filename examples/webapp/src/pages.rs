@@ -204,8 +204,9 @@ pub fn link_unusable(state: TokenState) -> Page {
              once. If that was you, log in with the new password. If it was not, ask for a \
              new link and choose another password.",
         ),
-        // A check that says "valid" cannot come here; treat it like a bad link to be safe.
-        TokenState::Invalid | TokenState::Valid => (
+        // A check that says "valid" cannot come here, and a state a newer daemon adds is
+        // unknown here: treat both like a bad link to be safe.
+        _ => (
             StatusCode::BAD_REQUEST,
             "This link is not valid",
             "It may have been copied incompletely, or a newer link or a password change has \
