@@ -59,7 +59,7 @@ const API_MESSAGES = {
   InvalidCredentials: () => 'invalid credentials',
   InvalidToken: () => 'the reset token is invalid or expired',
   NotFound: () => 'not found',
-  Forbidden: () => 'forbidden: this connection's role may not call this method',
+  Forbidden: () => "forbidden: this connection's role may not call this method",
   RateLimited: (d) => `rate limited; retry after ${d.retry_after_secs} s`,
   Unavailable: () => 'service unavailable; retry later',
 };
@@ -490,6 +490,20 @@ class Client {
    */
   async events(options = {}) {
     return this.call('events', {
+      after: uint('after', options.after ?? 0),
+      limit: uint('limit', options.limit ?? 100, U32_MAX),
+    });
+  }
+
+  /**
+   * The credential changes after the cursor `after` (app role): password reset, changed or
+   * set, account disabled or deleted; end the sessions of `user_id` issued before `at`. Call
+   * again with `next` until `caught_up`.
+   * @param {{after?: number, limit?: number}} [options]
+   * @returns {Promise<{changes: Array<{seq: number, at: number, kind: string, user_id: number}>, next: number, caught_up: boolean}>}
+   */
+  async credentialChanges(options = {}) {
+    return this.call('credential_changes', {
       after: uint('after', options.after ?? 0),
       limit: uint('limit', options.limit ?? 100, U32_MAX),
     });

@@ -739,6 +739,15 @@ class Client:
             "after": _uint("after", after), "limit": _uint("limit", limit, _U32_MAX),
         })
 
+    def credential_changes(self, after: int = 0, limit: int = 100) -> Dict[str, Any]:
+        """The credential changes after the cursor ``after`` (app role): password reset,
+        changed or set, account disabled or deleted. Returns ``{"changes": [{"seq", "at",
+        "kind", "user_id"}], "next": cursor, "caught_up": bool}``; end the sessions of each
+        ``user_id`` issued before ``at``, and call again with ``next`` until ``caught_up``."""
+        return self.call("credential_changes", {
+            "after": _uint("after", after), "limit": _uint("limit", limit, _U32_MAX),
+        })
+
     def outbox_list(self, after: int = 0, limit: int = 100) -> List[Dict[str, Any]]:
         """Queued and dead mail messages with ids above ``after`` (admin)."""
         return self.call("outbox_list", {

@@ -206,7 +206,8 @@ fn protocol_one() -> u32 {
 ///
 /// - 1: the first release.
 /// - 2: a request that cannot run is answered with a server error for its id instead of
-///   closing the connection; `health` reports `protocol` and `methods`.
+///   closing the connection; `health` reports `protocol` and `methods`; the monitor role;
+///   `credential_changes` for apps.
 ///
 /// A version goes up when a method or a field is added; nothing is ever removed or renamed
 /// within the wire format (see `docs/PROTOCOL.md`).
@@ -237,6 +238,7 @@ pub const METHODS: &[&str] = &[
     "CompletePasswordReset",
     "AdminResetLink",
     "Events",
+    "CredentialChanges",
     "OutboxList",
     "OutboxRetry",
     "OutboxDrop",
@@ -470,6 +472,56 @@ pub struct Event {
     pub client_ip: Option<String>,
 }
 
+/// One change to an account's credentials, as `credential_changes` reports it to apps: the
+/// account's sessions from before it should end. No client IP and no secret.
+///
+/// ```
+/// let json = r#"{"seq":9,"at":1795319591,"kind":"reset_completed","user_id":1}"#;
+/// let change: latchkey_client::CredentialChange = serde_json::from_str(json).unwrap();
+/// assert_eq!(change.user_id, 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CredentialChange {
+    /// Its position in the event log.
+    pub seq: u64,
+    /// When it happened.
+    pub at: UnixTime,
+    /// What happened: `reset_completed`, `password_changed`, `password_set`, `user_disabled`
+    /// or `user_deleted` (a later daemon may add kinds: treat any kind as "end the sessions").
+    pub kind: EventKind,
+    /// Whose credentials changed.
+    pub user_id: UserId,
+}
+
+/// A page of [`CredentialChange`]s: read on with `next` as the cursor.
+///
+/// ```no_run
+/// # async fn demo(client: latchkey_client::Client, mut cursor: u64) -> Result<(), latchkey_client::Error> {
+/// loop {
+///     let page = client.credential_changes(cursor, 100).await?;
+///     for change in &page.changes {
+///         // end the sessions of change.user_id issued before change.at
+///     }
+///     cursor = page.next;
+///     if page.caught_up {
+///         break; // wait a while, then poll again from `cursor`
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CredentialChanges {
+    /// The changes after the cursor, oldest first.
+    pub changes: Vec<CredentialChange>,
+    /// The cursor for the next call: past every event this call looked at, which may be
+    /// beyond the last change (the other events of the log are skipped, not returned).
+    pub next: u64,
+    /// Whether this call reached the end of the log: poll again later from `next`.
+    pub caught_up: bool,
+}
+
 /// Errors every method may return. Stable and documented: match on the variant, show the
 /// message. Internal failures are reported only as [`ApiError::Unavailable`].
 ///
@@ -612,6 +664,11 @@ pub trait Latchkey {
     /// Events after the cursor `after` (0 for the start), oldest first, at most `limit` (admin);
     /// pages like `list_users`.
     async fn events(after: u64, limit: u32) -> Result<Vec<Event>, ApiError>;
+    /// The credential changes (password reset, changed or set; account disabled or deleted)
+    /// after the cursor `after`, at most `limit`, for an application to end the sessions they
+    /// outdate (app role: unlike `events`, no login failures and no client IPs). Page on with
+    /// the reply's `next` until it is `caught_up`.
+    async fn credential_changes(after: u64, limit: u32) -> Result<CredentialChanges, ApiError>;
     /// Outbox messages with ids above `after`, at most `limit` (admin); pages like
     /// `list_users`.
     async fn outbox_list(after: u64, limit: u32) -> Result<Vec<OutboxMessage>, ApiError>;

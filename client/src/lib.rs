@@ -890,6 +890,27 @@ impl Client {
             .await
     }
 
+    /// The credential changes after the cursor `after` (0 for the start), at most `limit`:
+    /// what an application needs to end outdated sessions, readable with the app role. Page
+    /// on with the reply's `next` until it is `caught_up`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: latchkey_client::Client) -> Result<(), latchkey_client::Error> {
+    /// let page = client.credential_changes(0, 100).await?;
+    /// for change in page.changes {
+    ///     println!("end the sessions of {} from before {}", change.user_id, change.at);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn credential_changes(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<CredentialChanges, Error> {
+        self.call(|c, ctx| async move { c.credential_changes(ctx, after, limit).await })
+            .await
+    }
+
     /// Metrics in the Prometheus (OpenMetrics) text format (any role, monitor included): calls by method and
     /// outcome with latency histograms, hashing queue and wait, outbox depth, oldest message
     /// age and dead letters, limiter keys, store size, uptime.

@@ -33,9 +33,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use latchkey_client::{
-    ApiError, BackupChunk, CallerRole, Event, ExportedUser, Health, ImportOutcome, ImportUser,
-    Latchkey, NewUser, OutboxMessage, PasswordChanged, ResetLink, SignUp, SignUpOutcome,
-    TokenCheck, TokenState, User, UserId, UserRef, UserStatus,
+    ApiError, BackupChunk, CallerRole, CredentialChanges, Event, ExportedUser, Health,
+    ImportOutcome, ImportUser, Latchkey, NewUser, OutboxMessage, PasswordChanged, ResetLink,
+    SignUp, SignUpOutcome, TokenCheck, TokenState, User, UserId, UserRef, UserStatus,
 };
 use tarpc::context::Context;
 
@@ -464,6 +464,21 @@ impl Latchkey for Service {
             "events",
             Needs::Admin,
             events::events(&self, after, limit),
+            |_| true,
+        )
+        .await
+    }
+
+    async fn credential_changes(
+        self,
+        _: Context,
+        after: u64,
+        limit: u32,
+    ) -> Result<CredentialChanges, ApiError> {
+        self.read(
+            "credential_changes",
+            Needs::App,
+            events::credential_changes(&self, after, limit),
             |_| true,
         )
         .await

@@ -517,6 +517,101 @@ async fn the_event_log_reads_after_a_cursor_and_holds_no_secret() {
     }
 }
 
+/// Issue 17: what an application needs to end sessions, without the admin role: the changes
+/// that outdate them, no login failures, no client IPs, with a cursor that pages.
+#[tokio::test]
+async fn credential_changes_give_apps_what_ends_sessions_and_nothing_else() {
+    let daemon = Daemon::start().await;
+    let client = daemon.client().await;
+    let id = user(&client, "changes@example.com").await;
+    let other = user(&client, "other@example.com").await;
+    assert_api_error(
+        client
+            .verify_password("changes@example.com", "wrong password!", Some("192.0.2.1"))
+            .await,
+        ApiError::InvalidCredentials,
+    );
+    let token = token(&client, id, None).await;
+    client
+        .complete_password_reset(&token, NEW_PASSWORD, None, Some("192.0.2.2"))
+        .await
+        .expect("complete");
+    client
+        .change_password(other, PASSWORD, NEW_PASSWORD)
+        .await
+        .expect("change");
+    client.set_password(other, PASSWORD).await.expect("set");
+    client
+        .set_status(id, UserStatus::Disabled)
+        .await
+        .expect("disable");
+    client.delete_user(id).await.expect("delete");
+
+    let page = client.credential_changes(0, 100).await.expect("changes");
+    assert!(page.caught_up, "{page:?}");
+    let seen: Vec<(EventKind, u64)> = page.changes.iter().map(|c| (c.kind, c.user_id)).collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::ResetCompleted, id),
+            (EventKind::PasswordChanged, other),
+            (EventKind::PasswordSet, other),
+            (EventKind::UserDisabled, id),
+            (EventKind::UserDeleted, id),
+        ]
+    );
+    let all = client.events(0, 1000).await.expect("events");
+    assert_eq!(page.next, all.last().expect("events").seq);
+    // One at a time, the cursor walks the same changes and then says it caught up.
+    let mut cursor = 0;
+    let mut walked = Vec::new();
+    loop {
+        let step = client
+            .credential_changes(cursor, 1)
+            .await
+            .expect("a page of one");
+        assert!(step.changes.len() <= 1, "{step:?}");
+        walked.extend(step.changes);
+        assert!(step.next >= cursor);
+        cursor = step.next;
+        if step.caught_up {
+            break;
+        }
+    }
+    assert_eq!(walked, page.changes);
+    let again = client
+        .credential_changes(cursor, 100)
+        .await
+        .expect("at the end");
+    assert!(
+        again.caught_up && again.changes.is_empty() && again.next == cursor,
+        "{again:?}"
+    );
+
+    // An app may read them; it may not read the whole log; a monitor may read neither.
+    let app = Setup::new()
+        .toml(&format!(
+            "[auth]\nadmin_uids = [{}]\napp_uids = [{}]\n",
+            latchkey_test_support::another_uid(),
+            our_uid()
+        ))
+        .start()
+        .await;
+    let app_client = app.client().await;
+    let mine = user(&app_client, "app@example.com").await;
+    app_client
+        .change_password(mine, PASSWORD, NEW_PASSWORD)
+        .await
+        .expect("change");
+    let changes = app_client
+        .credential_changes(0, 10)
+        .await
+        .expect("apps may read them");
+    assert_eq!(changes.changes.len(), 1, "{changes:?}");
+    assert_eq!(changes.changes[0].user_id, mine);
+    assert_api_error(app_client.events(0, 10).await, ApiError::Forbidden);
+}
+
 #[tokio::test]
 async fn raw_tokens_and_passwords_never_reach_the_log_or_the_store_files() {
     let mut daemon = Setup::new()

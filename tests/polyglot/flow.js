@@ -177,6 +177,10 @@ async function main() {
     check(isDeepStrictEqual(done, { user_id: user.id, credential_epoch: 1 }),
       'completePasswordReset should bump the epoch to 1', done);
     step('completePasswordReset with confirmation');
+    const changes = await lk.credentialChanges({ after: 0, limit: 100 });
+    check(changes.caught_up && changes.changes.some((c) => c.kind === 'reset_completed' && c.user_id === user.id),
+      'credentialChanges should list the reset', changes);
+    step('credentialChanges lists the completed reset');
 
     const relogin = await lk.verifyPassword(EMAIL, NEW_PASSWORD, { clientIp: IP });
     check(relogin.credential_epoch === 1, 'the new password should log in at epoch 1', relogin);

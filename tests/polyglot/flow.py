@@ -158,6 +158,11 @@ def main():
         check(done == {"user_id": user["id"], "credential_epoch": 1},
               "complete_password_reset should bump the epoch to 1", done)
         step("complete_password_reset with confirmation")
+        changes = lk.credential_changes(after=0, limit=100)
+        check(changes["caught_up"] and any(
+            c["kind"] == "reset_completed" and c["user_id"] == user["id"]
+            for c in changes["changes"]), "credential_changes should list the reset", changes)
+        step("credential_changes lists the completed reset")
 
         relogin = lk.verify_password(EMAIL, NEW_PASSWORD, client_ip=IP)
         check(relogin["credential_epoch"] == 1, "the new password should log in at epoch 1",
