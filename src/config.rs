@@ -16,6 +16,7 @@ use crate::limits::LimitsConfig;
 use crate::mail::MailConfig;
 use crate::maintenance::EventsConfig;
 use crate::passwords::PasswordConfig;
+use crate::scrape::MetricsConfig;
 use crate::server::{AuthConfig, ServerConfig};
 use crate::service::{ResetConfig, SignUpConfig};
 pub use crate::setting::BadSetting;
@@ -45,6 +46,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The optional metrics HTTP listener.
+    pub metrics: MetricsConfig,
 }
 
 /// Logging.
@@ -107,6 +110,7 @@ impl Config {
         self.mail
             .validate()
             .map_err(|reason| BadSetting::new("mail", reason))?;
+        self.metrics.validate()?;
         self.server.validate()
     }
 

@@ -60,6 +60,18 @@ pub enum DaemonError {
     /// The mail sender cannot start (a password file missing, a template broken).
     #[error(transparent)]
     Mail(#[from] mail::SetupError),
+    /// `metrics.listen` is not a loopback address and port.
+    #[error(transparent)]
+    Setting(#[from] crate::setting::BadSetting),
+    /// The metrics listener could not bind its address.
+    #[error("cannot listen for metrics on {address}: {source}")]
+    MetricsListener {
+        /// The address from `metrics.listen`.
+        address: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How the daemon is run.
@@ -110,6 +122,15 @@ pub async fn run(
         metrics.hash_wait_histogram(),
     )?;
     let listening = server::listen(&config.server).await?;
+    // Bound before READY, so a taken port fails the start-up instead of every scrape.
+    let scrape_listener = match config.metrics.address()? {
+        Some(address) => Some(
+            crate::scrape::bind(address)
+                .await
+                .map_err(|source| DaemonError::MetricsListener { address, source })?,
+        ),
+        None => None,
+    };
     let auth = server::Auth::new(&config.auth, listening.gid);
     let limits: LiveLimits = Arc::new(ArcSwap::from_pointee(Limits::new(&config.limits)));
     let started = Instant::now();
@@ -163,6 +184,16 @@ pub async fn run(
             )),
         ),
     ];
+    let scraper = scrape_listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "serving metrics over HTTP at /metrics");
+        }
+        tokio::spawn(crate::scrape::run(
+            listener,
+            state.clone(),
+            background.clone(),
+        ))
+    });
     let reloader = {
         let stop = background.clone();
         let started_with = config.clone();
@@ -201,7 +232,12 @@ pub async fn run(
     })
     .await;
     background.cancel();
-    for (name, task) in tasks.into_iter().chain([("reloader", reloader)]) {
+    let scraper = scraper.map(|task| ("metrics listener", task));
+    for (name, task) in tasks
+        .into_iter()
+        .chain([("reloader", reloader)])
+        .chain(scraper)
+    {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "{name} task failed");
         }

@@ -42,6 +42,7 @@ pub(crate) mod maintenance;
 pub(crate) mod metrics;
 pub(crate) mod passwords;
 pub(crate) mod random;
+pub mod scrape;
 pub(crate) mod server;
 pub(crate) mod service;
 pub(crate) mod setting;

@@ -46,6 +46,7 @@ use crate::store::{SharedLimit, Store};
 
 pub use reset::ResetConfig;
 pub use signup::SignUpConfig;
+pub(crate) use status::render_metrics;
 
 /// Most items one list call returns.
 pub(crate) const MAX_PAGE: u32 = 1000;

@@ -2,7 +2,7 @@
 
 use latchkey_client::{ApiError, Health};
 
-use super::Service;
+use super::{Service, State};
 
 /// The daemon's version, uptime and the caller's role.
 pub(super) async fn health(service: &Service) -> Result<Health, ApiError> {
@@ -23,12 +23,17 @@ pub(super) async fn health(service: &Service) -> Result<Health, ApiError> {
 /// The metrics as Prometheus text, the store's levels read now. A store that cannot be read
 /// leaves its gauges out rather than failing the scrape.
 pub(super) async fn metrics(service: &Service) -> Result<String, ApiError> {
-    let levels = match service.state.store.levels().await {
+    Ok(render_metrics(&service.state).await)
+}
+
+/// The metrics text, for the `metrics` method and the HTTP listener (`scrape`).
+pub(crate) async fn render_metrics(state: &State) -> String {
+    let levels = match state.store.levels().await {
         Ok(levels) => Some(levels),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the store's levels for metrics");
             None
         }
     };
-    Ok(service.state.metrics.render(levels))
+    state.metrics.render(levels)
 }

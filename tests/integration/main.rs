@@ -19,5 +19,6 @@ mod mail;
 mod migration;
 mod reset;
 mod robustness;
+mod scrape;
 mod service;
 mod signup;

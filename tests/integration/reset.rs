@@ -455,7 +455,10 @@ async fn admin_only_reset_methods_are_refused_to_apps() {
     assert_api_error(client.backup_read(None).await, ApiError::Forbidden);
     assert_api_error(client.backup_cancel(1).await, ApiError::Forbidden);
     // Metrics are for every role since issue 17 (a scraper needs no admin connection).
-    assert!(client.metrics().await.is_ok_and(|m| m.contains("latchkey_calls_total")));
+    assert!(client
+        .metrics()
+        .await
+        .is_ok_and(|m| m.contains("latchkey_calls_total")));
     assert_api_error(
         client.set_password(id, NEW_PASSWORD).await,
         ApiError::Forbidden,
@@ -547,6 +550,10 @@ async fn credential_changes_give_apps_what_ends_sessions_and_nothing_else() {
 
     let page = client.credential_changes(0, 100).await.expect("changes");
     assert!(page.caught_up, "{page:?}");
+    let text = format!("{page:?}");
+    for secret in [token.as_str(), "192.0.2.1", "192.0.2.2"] {
+        assert!(!text.contains(secret), "a change holds {secret:?}");
+    }
     let seen: Vec<(EventKind, u64)> = page.changes.iter().map(|c| (c.kind, c.user_id)).collect();
     assert_eq!(
         seen,
