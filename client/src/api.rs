@@ -86,7 +86,7 @@ pub struct User {
 /// };
 /// assert_eq!(serde_json::to_value(&new).unwrap()["email"], "ada@example.com");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct NewUser {
     /// Email address; normalised (trimmed, lowercased) and unique.
@@ -116,7 +116,7 @@ pub struct NewUser {
 /// };
 /// assert_eq!(serde_json::to_value(&form).unwrap()["email"], "ada@example.com");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SignUp {
     /// Email address; normalised and unique.

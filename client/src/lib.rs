@@ -29,6 +29,10 @@
 #![warn(missing_docs)]
 
 mod api;
+/// The README's example, compiled with the doc tests so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
 #[cfg(feature = "schema")]
 mod schema;
 
