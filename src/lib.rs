@@ -23,7 +23,9 @@
 //! - `maintenance`: background sweeps (expired tokens, old events, idle limiter keys);
 //!   `[events]`.
 //! - `server`: the socket, peer credentials and roles, connection limits, graceful shutdown;
-//!   `[server]` and `[auth]`.
+//!   the frame decoding that answers a request it cannot run (`server/codec.rs`,
+//!   `server/transport.rs`); `[server]` and `[auth]`.
+//! - `scrape`: the optional metrics HTTP listener on a loopback port; `[metrics]`.
 //! - [`config`]: the whole configuration, loaded from defaults, a TOML file and `LATCHKEY_*`
 //!   variables.
 //! - [`daemon`]: start-up checks, background tasks, systemd notifications, reload, stop.
@@ -42,7 +44,7 @@ pub(crate) mod maintenance;
 pub(crate) mod metrics;
 pub(crate) mod passwords;
 pub(crate) mod random;
-pub mod scrape;
+pub(crate) mod scrape;
 pub(crate) mod server;
 pub(crate) mod service;
 pub(crate) mod setting;
