@@ -1,4 +1,5 @@
-//! The Python and Node clients (`client/python`, `client/node`) against the real daemon.
+//! The Python, Node and Go clients (`client/python`, `client/node`, `client/go`) against the
+//! real daemon.
 //!
 //! Each test starts its own `latchkeyd` in a temporary directory and runs one script from
 //! `tests/polyglot/` with `python3` or `node`; the script walks the whole reset flow through
@@ -77,22 +78,26 @@ fn run_script(interpreter: &str, script: &str, args: &[&str], dir: &Path) -> (Ex
         .stderr(out)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {interpreter} (is it installed?): {e}"));
+    let what = format!("{interpreter} {}", script.display());
+    wait_for(&mut child, &what, &out_path)
+}
+
+/// Waits for `child` at most [`SCRIPT_TIMEOUT`] (killing it then, and failing the test with
+/// its output); returns its status and the output it wrote to `out_path`.
+fn wait_for(child: &mut std::process::Child, what: &str, out_path: &Path) -> (ExitStatus, String) {
     let deadline = Instant::now() + SCRIPT_TIMEOUT;
     let status = loop {
-        if let Some(status) = child.try_wait().expect("cannot wait for the script") {
+        if let Some(status) = child.try_wait().expect("cannot wait for the child") {
             break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-            panic!(
-                "{interpreter} {} did not finish within {SCRIPT_TIMEOUT:?}\n{output}",
-                script.display()
-            );
+            let output = std::fs::read_to_string(out_path).unwrap_or_default();
+            panic!("{what} did not finish within {SCRIPT_TIMEOUT:?}\n{output}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let output = std::fs::read_to_string(out_path).unwrap_or_default();
     (status, output)
 }
 
@@ -104,6 +109,50 @@ async fn the_python_client_runs_the_whole_reset_flow() {
 #[tokio::test]
 async fn the_node_client_runs_the_whole_reset_flow() {
     run_flow(&daemon().await, "node", "flow.js");
+}
+
+/// The Go module (`client/go`, issue 17): `go test` runs its own fake-daemon tests and the
+/// reset flow against this daemon, which it finds in `LATCHKEY_SOCKET`.
+#[tokio::test]
+async fn the_go_client_runs_the_whole_reset_flow() {
+    let daemon = daemon().await;
+    let dir = daemon.dir();
+    let mail_dirs = std::env::join_paths([
+        daemon.data_dir().join("mail"),
+        dir.join("latchkey-data").join("mail"),
+    ])
+    .expect("mail directories join");
+    let out_path = dir.join("go.out");
+    let out = File::create(&out_path).expect("cannot create the output file");
+    let mut child = Command::new("go")
+        .args(["test", "-count=1", "-v", "./..."])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("client/go"))
+        .env("LATCHKEY_SOCKET", daemon.socket())
+        .env("LATCHKEY_MAIL_DIRS", mail_dirs)
+        // The build cache in the test's directory: nothing written to the user's home.
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("cannot duplicate the output file"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run go (scripts/install-go installs it): {e}"));
+    // Blocking is fine: the daemon under test is its own process.
+    let (status, output) = wait_for(&mut child, "go test in client/go", &out_path);
+    assert!(status.success(), "go test failed ({status})\n{output}");
+    for test in [
+        "TestConcurrentCallsAreMatchedByIDWhateverTheOrderOfTheAnswers",
+        "TestServerErrorsAPIErrorsCancellationAndReconnecting",
+        "TestTheWholeResetFlowAgainstTheRealDaemon",
+    ] {
+        assert!(
+            output.contains(&format!("--- PASS: {test}")),
+            "{test} did not pass\n{output}"
+        );
+    }
+    println!("{output}");
 }
 
 #[test]
