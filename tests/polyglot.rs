@@ -155,6 +155,31 @@ async fn the_go_client_runs_the_whole_reset_flow() {
     println!("{output}");
 }
 
+/// The Node package's own tests (`client/node/test/`, node's test runner): they start the
+/// real daemon themselves, from `LATCHKEYD`, to restart it under traffic.
+#[test]
+fn the_node_package_tests_pass_against_the_real_daemon() {
+    let dir = TempDir::new().expect("cannot create a temporary directory");
+    let out_path = dir.path().join("node-test.out");
+    let out = File::create(&out_path).expect("cannot create the output file");
+    let mut child = Command::new("node")
+        .args(["--test", "test/"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("client/node"))
+        .env("LATCHKEYD", latchkey_test_support::bin::latchkeyd())
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("cannot duplicate the output file"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node (is it installed?): {e}"));
+    let (status, output) = wait_for(&mut child, "node --test in client/node", &out_path);
+    assert!(status.success(), "node --test failed ({status})\n{output}");
+    assert!(
+        output.contains("# pass 3") && output.contains("# fail 0"),
+        "{output}"
+    );
+}
+
 #[test]
 fn the_python_client_reassembles_frames_and_survives_transport_failures() {
     let dir = TempDir::new().expect("cannot create a temporary directory");

@@ -2,11 +2,11 @@
 /**
  * Node.js client for latchkeyd, the password-reset and credential daemon.
  *
- * One CommonJS module with no dependencies (only `node:net`), for Node 18 or later. ES
- * modules can load it too: `import latchkey from './latchkey.js'` or
- * `import { Client } from './latchkey.js'`. It speaks the daemon's wire protocol (tarpc's
+ * The package `latchkey-client` (client/node: `npm install ./client/node`): this CommonJS
+ * module with no dependencies (only `node:net`), for Node 18 or later, `latchkey.mjs` for ES
+ * modules and `latchkey.d.ts` for TypeScript. It speaks the daemon's wire protocol (tarpc's
  * JSON messages on length-delimited frames over a Unix socket), described in full in
- * `docs/PROTOCOL.md`; copy this file into your project.
+ * `docs/PROTOCOL.md`. Errors, retries and reconnecting: README.md beside it.
  *
  * @example
  * const { Client, LatchkeyError } = require('./latchkey');
@@ -39,6 +39,16 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 /** The daemon's default `server.max_requests_per_connection`. */
 const DEFAULT_MAX_IN_FLIGHT = 64;
+/** How many times a call that did not run (or a read that lost its connection) is sent again. */
+const DEFAULT_RETRIES = 3;
+/** Milliseconds before the first retry; each later one waits twice as long. */
+const DEFAULT_RETRY_BACKOFF_MS = 100;
+/**
+ * The methods that change nothing: safe to send again after the connection was lost under
+ * them, when nobody can know whether the daemon ran them.
+ */
+const READ_ONLY = new Set(['Health', 'GetUser', 'FindUser', 'ListUsers', 'CheckResetToken', 'Events',
+  'CredentialChanges', 'OutboxList', 'Metrics', 'ExportUsers']);
 /** The daemon's default `server.max_frame_bytes`; a larger frame closes the connection. */
 const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
 
@@ -85,6 +95,10 @@ const API_MESSAGES = {
  *   taken effect), the daemon sent something unreadable, or the client was closed.
  */
 class LatchkeyError extends Error {
+  get name() {
+    return 'LatchkeyError';
+  }
+
   /**
    * @param {string} code the variant name or failure code
    * @param {string} message a readable message
@@ -92,7 +106,6 @@ class LatchkeyError extends Error {
    */
   constructor(code, message, extra = {}) {
     super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
-    this.name = 'LatchkeyError';
     /** @type {string} */
     this.code = code;
     /** @type {'api'|'server'|'transport'} */
@@ -109,6 +122,48 @@ class LatchkeyError extends Error {
   }
 }
 
+/** The daemon ran the call and refused it: `code` is the `ApiError` variant. */
+class ApiError extends LatchkeyError {}
+/** The daemon did not run the call (`kind === 'server'`). */
+class ServerError extends LatchkeyError {}
+/** The socket, the connection or the client failed around the call (`kind === 'transport'`). */
+class TransportError extends LatchkeyError {}
+
+for (const base of [ApiError, ServerError, TransportError]) {
+  Object.defineProperty(base.prototype, 'name', { value: base.name });
+}
+
+// One class per code, so `instanceof InvalidCredentialsError` reads as well as `code ===`.
+const API_CODES = ['InvalidEmail', 'InvalidInput', 'WeakPassword', 'PasswordMismatch', 'EmailTaken',
+  'InvalidCredentials', 'InvalidToken', 'NotFound', 'Forbidden', 'RateLimited', 'Unavailable'];
+const SERVER_CODES = ['Throttled', 'UnknownMethod', 'InvalidRequest', 'NoRole', 'ServerError'];
+const TRANSPORT_CODES = ['Timeout', 'ConnectFailed', 'ConnectionLost', 'BadResponse', 'Closed'];
+const ERROR_CLASSES = {};
+for (const [base, codes] of [[ApiError, API_CODES], [ServerError, SERVER_CODES], [TransportError, TRANSPORT_CODES]]) {
+  for (const code of codes) {
+    if (code === 'ServerError') {
+      ERROR_CLASSES[code] = ServerError; // a server error of a kind this client does not know
+      continue;
+    }
+    // `Timeout` is CallTimeoutError, not to be confused with the DOM's TimeoutError.
+    const name = code === 'Timeout' ? 'CallTimeoutError' : `${code}Error`;
+    // A named class per code; its name is what stack traces and `e.name` show.
+    ERROR_CLASSES[code] = { [name]: class extends base {} }[name];
+    Object.defineProperty(ERROR_CLASSES[code].prototype, 'name', { value: name });
+  }
+}
+
+/**
+ * The error for `code`: an instance of its own class (`InvalidCredentialsError`, ...), of
+ * its kind's class (`ApiError`, `ServerError`, `TransportError`) and of `LatchkeyError`.
+ * An unknown code (a newer daemon's) gets the kind's class.
+ */
+function makeError(code, message, extra = {}) {
+  const kind = extra.kind || 'transport';
+  const Class = ERROR_CLASSES[code] || { api: ApiError, server: ServerError, transport: TransportError }[kind];
+  return new Class(code, message, extra);
+}
+
 /** Reads an `ApiError` as sent: `"EmailTaken"` or `{"RateLimited": {"retry_after_secs": 60}}`. */
 function apiError(value, method) {
   let code;
@@ -120,10 +175,10 @@ function apiError(value, method) {
     const fields = value[code];
     details = fields && typeof fields === 'object' ? fields : { value: fields };
   } else {
-    return new LatchkeyError('BadResponse', `${method}: unreadable error ${JSON.stringify(value)}`, { method });
+    return makeError('BadResponse', `${method}: unreadable error ${JSON.stringify(value)}`, { method });
   }
   const text = API_MESSAGES[code] ? API_MESSAGES[code](details) : code;
-  return new LatchkeyError(code, `${method}: ${text} (${code})`, { kind: 'api', details, method });
+  return makeError(code, `${method}: ${text} (${code})`, { kind: 'api', details, method });
 }
 
 /** `verifyPassword` -> `VerifyPassword`: the request variant's name on the wire. */
@@ -180,6 +235,10 @@ class Client {
    * @param {number} [options.maxInFlight=64] calls sent at once; more wait (within their
    *   timeout) for a free slot. Keep it at or below the daemon's `max_requests_per_connection`.
    * @param {number} [options.maxFrameBytes=65536] the daemon's `server.max_frame_bytes`
+   * @param {number} [options.retries=3] how many times to send a call again when it did not
+   *   run (`Throttled`, `ConnectFailed`) or, for a read, when the connection was lost under it
+   *   (`ConnectionLost`); never past the call's timeout. 0 turns retries off.
+   * @param {number} [options.retryBackoff=100] milliseconds before the first retry, doubling
    */
   constructor(path, options = {}) {
     this.path = path;
@@ -187,6 +246,8 @@ class Client {
     this.connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.maxInFlight = Math.max(1, options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.retries = Math.max(0, options.retries ?? DEFAULT_RETRIES);
+    this.retryBackoff = Math.max(1, options.retryBackoff ?? DEFAULT_RETRY_BACKOFF_MS);
     /** @private */ this._socket = null;
     /** @private */ this._connecting = null;
     /** @private id -> {method, variant, resolve, reject, timer} */
@@ -214,7 +275,7 @@ class Client {
   /** Closes the connection; calls in flight or waiting fail with code `Closed`. */
   close() {
     this._closed = true;
-    const closed = new LatchkeyError('Closed', 'the client is closed');
+    const closed = makeError('Closed', 'the client is closed');
     for (const waiting of this._queue.splice(0)) {
       clearTimeout(waiting.timer);
       waiting.reject(closed);
@@ -235,11 +296,22 @@ class Client {
   async call(method, args, options = {}) {
     const timeout = options.timeout ?? this.timeout;
     const deadline = Date.now() + timeout;
-    await this._slot(method, timeout);
-    try {
-      return await this._send(method, args, Math.max(0, deadline - Date.now()));
-    } finally {
-      this._release();
+    const readOnly = READ_ONLY.has(variantName(method));
+    for (let attempt = 0; ; attempt += 1) {
+      await this._slot(method, Math.max(0, deadline - Date.now()));
+      try {
+        return await this._send(method, args, Math.max(0, deadline - Date.now()));
+      } catch (e) {
+        const didNotRun = e.code === 'Throttled' || e.code === 'ConnectFailed';
+        const wait = this.retryBackoff * 2 ** attempt;
+        const again = e instanceof LatchkeyError && attempt < this.retries
+          && (didNotRun || (readOnly && e.code === 'ConnectionLost'))
+          && Date.now() + wait < deadline && !this._closed;
+        if (!again) throw e;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      } finally {
+        this._release();
+      }
     }
   }
 
@@ -551,7 +623,7 @@ class Client {
 
   /** @private Waits for one of `maxInFlight` slots, at most `timeout` ms. */
   _slot(method, timeout) {
-    if (this._closed) return Promise.reject(new LatchkeyError('Closed', 'the client is closed', { method }));
+    if (this._closed) return Promise.reject(makeError('Closed', 'the client is closed', { method }));
     if (this._inFlight < this.maxInFlight) {
       this._inFlight += 1;
       return Promise.resolve();
@@ -566,7 +638,7 @@ class Client {
         reject,
         timer: setTimeout(() => {
           this._queue.splice(this._queue.indexOf(waiting), 1);
-          reject(new LatchkeyError('Timeout', `${method}: ${timeout} ms passed waiting for a free call slot`, { method }));
+          reject(makeError('Timeout', `${method}: ${timeout} ms passed waiting for a free call slot`, { method }));
         }, timeout),
       };
       this._queue.push(waiting);
@@ -582,25 +654,25 @@ class Client {
 
   /** @private The open socket, connecting first if there is none. */
   _connection() {
-    if (this._closed) return Promise.reject(new LatchkeyError('Closed', 'the client is closed'));
+    if (this._closed) return Promise.reject(makeError('Closed', 'the client is closed'));
     if (this._socket) return Promise.resolve(this._socket);
     if (this._connecting) return this._connecting;
     this._connecting = new Promise((resolve, reject) => {
       const socket = net.createConnection(this.path);
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new LatchkeyError('ConnectFailed', `cannot connect to ${this.path}: timed out`));
+        reject(makeError('ConnectFailed', `cannot connect to ${this.path}: timed out`));
       }, this.connectTimeout);
       socket.once('error', (e) => {
         clearTimeout(timer);
-        reject(new LatchkeyError('ConnectFailed', `cannot connect to ${this.path}: ${e.message}`, { cause: e }));
+        reject(makeError('ConnectFailed', `cannot connect to ${this.path}: ${e.message}`, { cause: e }));
       });
       socket.once('connect', () => {
         clearTimeout(timer);
         socket.removeAllListeners('error');
         if (this._closed) {
           socket.destroy();
-          reject(new LatchkeyError('Closed', 'the client is closed'));
+          reject(makeError('Closed', 'the client is closed'));
           return;
         }
         this._attach(socket);
@@ -623,7 +695,7 @@ class Client {
     const lost = (why) => {
       if (this._socket !== socket) return;
       this._socket = null;
-      this._failAll(new LatchkeyError('ConnectionLost', `connection lost: ${why}`));
+      this._failAll(makeError('ConnectionLost', `connection lost: ${why}`));
     };
     socket.on('error', (e) => lost(e.message));
     socket.on('close', () => lost('the daemon closed the connection'));
@@ -641,7 +713,7 @@ class Client {
       if (length > this.maxFrameBytes) {
         this._socket = null;
         socket.destroy();
-        this._failAll(new LatchkeyError('BadResponse', `the daemon sent a ${length}-byte frame, above the limit`));
+        this._failAll(makeError('BadResponse', `the daemon sent a ${length}-byte frame, above the limit`));
         return;
       }
       if (buf.length < 4 + length) {
@@ -667,7 +739,7 @@ class Client {
     } catch (e) {
       this._socket = null;
       socket.destroy();
-      this._failAll(new LatchkeyError('BadResponse', `unreadable frame from the daemon: ${e.message}`, { cause: e }));
+      this._failAll(makeError('BadResponse', `unreadable frame from the daemon: ${e.message}`, { cause: e }));
       return;
     }
     const call = this._pending.get(response && response.request_id);
@@ -683,7 +755,7 @@ class Client {
       const code = {
         WouldBlock: 'Throttled', NotFound: 'UnknownMethod', InvalidInput: 'InvalidRequest', PermissionDenied: 'NoRole',
       }[kindName] || 'ServerError';
-      call.reject(new LatchkeyError(code, `${call.method}: server error ${kindName}: ${detail}`, {
+      call.reject(makeError(code, `${call.method}: server error ${kindName}: ${detail}`, {
         kind: 'server', details: { kind, kind_name: kindName, detail }, method: call.method,
       }));
       return;
@@ -691,7 +763,7 @@ class Client {
     const reply = message.Ok && message.Ok[call.variant];
     if (reply && 'Ok' in reply) call.resolve(reply.Ok);
     else if (reply && 'Err' in reply) call.reject(apiError(reply.Err, call.method));
-    else call.reject(new LatchkeyError('BadResponse', `${call.method}: unexpected answer ${body.toString('utf8')}`, { method: call.method }));
+    else call.reject(makeError('BadResponse', `${call.method}: unexpected answer ${body.toString('utf8')}`, { method: call.method }));
   }
 
   /** @private Sends one request and waits for its answer, at most `timeout` ms. */
@@ -717,7 +789,7 @@ class Client {
         this._forget(id, call);
         // Tell the daemon to stop working on it; best effort.
         this._write(socket, { Cancel: { request_id: id } });
-        reject(new LatchkeyError('Timeout', `${name}: no answer within ${timeout} ms`, { method: name }));
+        reject(makeError('Timeout', `${name}: no answer within ${timeout} ms`, { method: name }));
       }, timeout);
       this._pending.set(id, call);
       socket.ref();
@@ -747,7 +819,7 @@ class Client {
     this._pending.clear();
     for (const call of calls) {
       clearTimeout(call.timer);
-      call.reject(new LatchkeyError(error.code, `${call.method}: ${error.message}`, { method: call.method, cause: error }));
+      call.reject(makeError(error.code, `${call.method}: ${error.message}`, { method: call.method, cause: error }));
     }
   }
 }
@@ -755,6 +827,12 @@ class Client {
 module.exports = {
   Client,
   LatchkeyError,
+  ApiError,
+  ServerError,
+  TransportError,
+  ...Object.fromEntries(Object.values(ERROR_CLASSES).filter((c) => c !== ServerError).map((c) => [c.prototype.name, c])),
+  DEFAULT_RETRIES,
+  DEFAULT_RETRY_BACKOFF_MS,
   DEFAULT_TIMEOUT_MS,
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_MAX_IN_FLIGHT,
