@@ -180,6 +180,29 @@ fn the_node_package_tests_pass_against_the_real_daemon() {
     );
 }
 
+/// The Python package's own tests (`client/python/tests/`, pytest): they start the real
+/// daemon themselves, from `LATCHKEYD`, to fork, preload under gunicorn and restart it.
+#[test]
+fn the_python_package_tests_pass_against_the_real_daemon() {
+    let dir = TempDir::new().expect("cannot create a temporary directory");
+    let out_path = dir.path().join("pytest.out");
+    let out = File::create(&out_path).expect("cannot create the output file");
+    let mut child = Command::new("python3")
+        .args(["-m", "pytest", "-p", "no:cacheprovider", "-v", "tests"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("client/python"))
+        .env("LATCHKEYD", latchkey_test_support::bin::latchkeyd())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("cannot duplicate the output file"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 -m pytest (scripts/test installs it): {e}"));
+    let (status, output) = wait_for(&mut child, "pytest in client/python", &out_path);
+    assert!(status.success(), "pytest failed ({status})\n{output}");
+    assert!(output.contains("6 passed"), "{output}");
+}
+
 #[test]
 fn the_python_client_reassembles_frames_and_survives_transport_failures() {
     let dir = TempDir::new().expect("cannot create a temporary directory");

@@ -1,4 +1,4 @@
-"""The whole password-reset flow through the Python client (client/python/latchkey.py).
+"""The whole password-reset flow through the Python client (the package in client/python).
 
     python3 tests/polyglot/flow.py SOCKET DATADIR [MAILDIR...]
 
