@@ -159,48 +159,62 @@ async fn the_go_client_runs_the_whole_reset_flow() {
 /// real daemon themselves, from `LATCHKEYD`, to restart it under traffic.
 #[test]
 fn the_node_package_tests_pass_against_the_real_daemon() {
-    let dir = TempDir::new().expect("cannot create a temporary directory");
-    let out_path = dir.path().join("node-test.out");
-    let out = File::create(&out_path).expect("cannot create the output file");
-    let mut child = Command::new("node")
-        .args(["--test", "test/"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("client/node"))
-        .env("LATCHKEYD", latchkey_test_support::bin::latchkeyd())
-        .env("TMPDIR", dir.path())
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("cannot duplicate the output file"))
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node (is it installed?): {e}"));
-    let (status, output) = wait_for(&mut child, "node --test in client/node", &out_path);
-    assert!(status.success(), "node --test failed ({status})\n{output}");
-    assert!(
-        output.contains("# pass 3") && output.contains("# fail 0"),
-        "{output}"
-    );
+    run_suite("node", &["--test", "test/"], "client/node", "# pass 3");
 }
 
 /// The Python package's own tests (`client/python/tests/`, pytest): they start the real
 /// daemon themselves, from `LATCHKEYD`, to fork, preload under gunicorn and restart it.
 #[test]
 fn the_python_package_tests_pass_against_the_real_daemon() {
-    let dir = TempDir::new().expect("cannot create a temporary directory");
-    let out_path = dir.path().join("pytest.out");
+    run_suite(
+        "python3",
+        &["-m", "pytest", "-p", "no:cacheprovider", "-v", "tests"],
+        "client/python",
+        "6 passed",
+    );
+}
+
+/// Runs `program args` in `dir` (relative to the repository) with `LATCHKEYD` set, and fails
+/// with its output unless it succeeds and prints `expect`.
+fn run_suite(program: &str, args: &[&str], dir: &str, expect: &str) {
+    let tmp = TempDir::new().expect("cannot create a temporary directory");
+    let out_path = tmp.path().join("suite.out");
     let out = File::create(&out_path).expect("cannot create the output file");
-    let mut child = Command::new("python3")
-        .args(["-m", "pytest", "-p", "no:cacheprovider", "-v", "tests"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("client/python"))
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
         .env("LATCHKEYD", latchkey_test_support::bin::latchkeyd())
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("TMPDIR", dir.path())
+        .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("cannot duplicate the output file"))
         .stderr(out)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 -m pytest (scripts/test installs it): {e}"));
-    let (status, output) = wait_for(&mut child, "pytest in client/python", &out_path);
-    assert!(status.success(), "pytest failed ({status})\n{output}");
-    assert!(output.contains("6 passed"), "{output}");
+        .unwrap_or_else(|e| panic!("cannot run {program} (scripts/test installs it): {e}"));
+    let what = format!("{program} {} in {dir}", args.join(" "));
+    let (status, output) = wait_for(&mut child, &what, &out_path);
+    assert!(status.success(), "{what} failed ({status})\n{output}");
+    assert!(
+        output.contains(expect),
+        "{what}: no {expect:?} in\n{output}"
+    );
+}
+
+/// The Flask example (`examples/flask`, issue 17) over HTTP against the real daemon.
+#[test]
+fn the_flask_example_signs_up_logs_in_resets_and_ends_sessions_over_http() {
+    run_suite(
+        "python3",
+        &["-m", "pytest", "-p", "no:cacheprovider", "-v", "."],
+        "examples/flask",
+        "4 passed",
+    );
+}
+
+/// The Express example (`examples/express`, issue 17) over HTTP against the real daemon.
+#[test]
+fn the_express_example_signs_up_logs_in_resets_and_ends_sessions_over_http() {
+    run_suite("node", &["--test", "test/"], "examples/express", "# pass 3");
 }
 
 #[test]

@@ -36,8 +36,9 @@ class Daemon:
         self.process: Optional["subprocess.Popen[bytes]"] = None
 
     def start(self) -> None:
+        # In its directory: mail from the file transport lands there, not in the caller's.
         self.process = subprocess.Popen([self.binary, "--config", str(self.config)],
-                                        stdout=self.log, stderr=self.log)
+                                        stdout=self.log, stderr=self.log, cwd=self.dir)
         probe = latchkey.Client(self.socket, timeout=1.0, retries=0)
         deadline = time.monotonic() + 20
         while True:
