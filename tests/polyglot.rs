@@ -159,7 +159,7 @@ async fn the_go_client_runs_the_whole_reset_flow() {
 /// real daemon themselves, from `LATCHKEYD`, to restart it under traffic.
 #[test]
 fn the_node_package_tests_pass_against_the_real_daemon() {
-    run_suite("node", &["--test", "test/"], "client/node", "# pass 3");
+    run_suite("node", &["--test", "test/"], "client/node", "# pass 4");
 }
 
 /// The Python package's own tests (`client/python/tests/`, pytest): they start the real
@@ -170,7 +170,7 @@ fn the_python_package_tests_pass_against_the_real_daemon() {
         "python3",
         &["-m", "pytest", "-p", "no:cacheprovider", "-v", "tests"],
         "client/python",
-        "6 passed",
+        "7 passed",
     );
 }
 

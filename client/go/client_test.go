@@ -220,6 +220,16 @@ func TestServerErrorsAPIErrorsCancellationAndReconnecting(t *testing.T) {
 	}
 }
 
+func TestAConnectionClosedBeforeAnyAnswerSaysTheUIDMayHaveNoRole(t *testing.T) {
+	fake := startFake(t, func(c net.Conn) { c.Close() })
+	client := New(fake.path, Options{})
+	defer client.Close()
+	_, err := client.Health(context.Background())
+	if !errors.Is(err, ErrDisconnected) || !strings.Contains(err.Error(), "auth.app_gids") {
+		t.Fatalf("expected ErrDisconnected saying the uid may have no role, got %v", err)
+	}
+}
+
 // tokenRE finds a reset token in a link.
 var tokenRE = regexp.MustCompile(`[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)`)
 

@@ -72,6 +72,9 @@ type conn struct {
 	// dead is why the connection ended; nil while it serves.
 	dead error
 	max  int
+	// heard is whether the daemon sent anything (guarded by mu): a close before that is most
+	// likely a refusal.
+	heard bool
 }
 
 // answer is a call's outcome as the reader found it.
@@ -154,9 +157,19 @@ func (cn *conn) read() {
 	var head [4]byte
 	for {
 		if _, err := io.ReadFull(cn.net, head[:]); err != nil {
+			cn.mu.Lock()
+			heard := cn.heard
+			cn.mu.Unlock()
+			if !heard {
+				cn.fail(fmt.Errorf("%w: %s", ErrDisconnected, closedUnanswered))
+				return
+			}
 			cn.fail(fmt.Errorf("%w: %v", ErrDisconnected, err))
 			return
 		}
+		cn.mu.Lock()
+		cn.heard = true
+		cn.mu.Unlock()
 		n := binary.BigEndian.Uint32(head[:])
 		if int64(n) > int64(cn.max) {
 			cn.fail(fmt.Errorf("%w: the daemon sent a %d-byte frame, above the %d-byte limit", ErrDisconnected, n, cn.max))
@@ -197,8 +210,15 @@ func (cn *conn) write(frame []byte, deadline time.Time) error {
 	defer cn.wmu.Unlock()
 	_ = cn.net.SetWriteDeadline(deadline)
 	if _, err := cn.net.Write(out); err != nil {
-		cn.fail(fmt.Errorf("%w: %v", ErrDisconnected, err))
-		return fmt.Errorf("%w: %v", ErrDisconnected, err)
+		why := fmt.Errorf("%w: %v", ErrDisconnected, err)
+		cn.mu.Lock()
+		heard := cn.heard
+		cn.mu.Unlock()
+		if !heard {
+			why = fmt.Errorf("%w: %s", ErrDisconnected, closedUnanswered)
+		}
+		cn.fail(why)
+		return why
 	}
 	return nil
 }
@@ -315,6 +335,10 @@ func decode(method string, message json.RawMessage, result any) error {
 	}
 	return nil
 }
+
+// closedUnanswered is why a connection ended before the daemon sent anything on it: what a
+// daemon does to a peer with no role when it cannot say so with ErrNoRole.
+const closedUnanswered = "the daemon closed the connection without answering anything: this process's uid or groups may have no role on the socket (see auth.app_uids and auth.app_gids in the daemon's configuration), or its connection limits are reached"
 
 // ErrDisconnected: the connection ended before the answer came. The call may or may not
 // have run; the next call connects again.

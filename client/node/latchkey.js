@@ -39,6 +39,10 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 /** The daemon's default `server.max_requests_per_connection`. */
 const DEFAULT_MAX_IN_FLIGHT = 64;
+/** Why a connection ended before the daemon sent anything on it. */
+const CLOSED_UNANSWERED = "the daemon closed the connection without answering anything: this process's uid or "
+  + "groups may have no role on the socket (see auth.app_uids and auth.app_gids in the daemon's configuration), "
+  + 'or its connection limits are reached';
 /** How many times a call that did not run (or a read that lost its connection) is sent again. */
 const DEFAULT_RETRIES = 3;
 /** Milliseconds before the first retry; each later one waits twice as long. */
@@ -692,10 +696,15 @@ class Client {
     this._needed = 0;
     socket.unref(); // an idle client does not hold the process open; pending calls ref it
     socket.on('data', (chunk) => this._onData(socket, chunk));
+    let heard = false;
+    socket.on('data', () => {
+      heard = true;
+    });
     const lost = (why) => {
       if (this._socket !== socket) return;
       this._socket = null;
-      this._failAll(makeError('ConnectionLost', `connection lost: ${why}`));
+      // Closed before the daemon sent anything: most likely a refusal it could not explain.
+      this._failAll(makeError('ConnectionLost', `connection lost: ${heard ? why : CLOSED_UNANSWERED}`));
     };
     socket.on('error', (e) => lost(e.message));
     socket.on('close', () => lost('the daemon closed the connection'));

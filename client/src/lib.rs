@@ -103,6 +103,17 @@ pub enum Error {
         /// The daemon's explanation, with this process's uid and gid as it saw them.
         detail: String,
     },
+    /// The daemon closed the connection without answering anything on it. Most often this
+    /// process's uid and groups have no role on the socket (a daemon of protocol 2 says so
+    /// with [`Error::NoRole`] unless many refused peers connect at once), or the daemon's
+    /// connection limits are reached; the call then did not run. Only a daemon that crashed
+    /// under the call can have run it.
+    #[error(
+        "the daemon closed the connection without answering anything: this process's uid or \
+         groups may have no role on the socket (see auth.app_uids and auth.app_gids in the \
+         daemon's configuration), or its connection limits are reached"
+    )]
+    ClosedUnanswered,
     /// The connection ended before the reply came (the daemon restarted or closed it). The
     /// call may or may not have taken effect. The client connects again for the next call.
     #[error("the connection to the daemon was lost before the reply came")]
@@ -248,6 +259,8 @@ struct Connection {
     stub: LatchkeyClient,
     /// Set once a read of the socket found its end (or failed).
     closed: Arc<AtomicBool>,
+    /// Set once the daemon sent anything on this connection.
+    heard: Arc<AtomicBool>,
 }
 
 /// The socket with one addition: it notes when its read side ends, so the client can tell a
@@ -257,6 +270,8 @@ struct Watched {
     inner: tokio::net::UnixStream,
     /// Set when a read returns end-of-file or an error.
     closed: Arc<AtomicBool>,
+    /// Set when a read brings bytes.
+    heard: Arc<AtomicBool>,
 }
 
 impl tokio::io::AsyncRead for Watched {
@@ -274,6 +289,8 @@ impl tokio::io::AsyncRead for Watched {
         };
         if ended {
             self.closed.store(true, Ordering::Release);
+        } else if polled.is_ready() {
+            self.heard.store(true, Ordering::Release);
         }
         polled
     }
@@ -317,16 +334,22 @@ async fn open(path: &Path, options: &ConnectOptions) -> Result<Connection, Error
     .map_err(|_| connect_error(std::io::ErrorKind::TimedOut.into()))?
     .map_err(connect_error)?;
     let closed = Arc::new(AtomicBool::new(false));
+    let heard = Arc::new(AtomicBool::new(false));
     let stream = Watched {
         inner: stream,
         closed: closed.clone(),
+        heard: heard.clone(),
     };
     let framed = LengthDelimitedCodec::builder()
         .max_frame_length(options.max_frame_bytes)
         .new_framed(stream);
     let transport = tarpc::serde_transport::new(framed, Json::default());
     let stub = LatchkeyClient::new(tarpc::client::Config::default(), transport).spawn();
-    Ok(Connection { stub, closed })
+    Ok(Connection {
+        stub,
+        closed,
+        heard,
+    })
 }
 
 impl Client {
@@ -395,11 +418,19 @@ impl Client {
             self.reconnect(generation).await;
             (generation, connection) = self.current();
         }
+        let heard = connection.heard.clone();
         match call(connection.stub, self.context()).await {
             Ok(result) => Ok(result?),
             Err(e) => {
-                let e = Error::from_rpc(e);
+                // A request that could not even be buffered (too big a frame) is not the
+                // daemon's doing; a connection that failed otherwise before the daemon sent
+                // a byte was most likely refused.
+                let unsent = matches!(e, RpcError::Send(_));
+                let mut e = Error::from_rpc(e);
                 if matches!(e, Error::Disconnected) {
+                    if !unsent && !heard.load(Ordering::Acquire) {
+                        e = Error::ClosedUnanswered;
+                    }
                     self.reconnect(generation).await;
                 }
                 Err(e)
@@ -950,5 +981,34 @@ impl Client {
     pub async fn import_users(&self, users: Vec<ImportUser>) -> Result<Vec<ImportOutcome>, Error> {
         self.call(|c, ctx| async move { c.import_users(ctx, users).await })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection the peer closes at once, before any answer (what a daemon does to a peer
+    /// with no role when it cannot say so), is reported as such, not as a bare disconnect.
+    #[tokio::test]
+    async fn a_connection_closed_before_any_answer_says_the_uid_may_have_no_role() {
+        let dir = std::env::temp_dir().join(format!("latchkey-client-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let path = dir.join("closes.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+            }
+        });
+        let client = Client::connect(&path).await.expect("the socket accepts");
+        let e = client
+            .health()
+            .await
+            .expect_err("the peer closed the connection");
+        assert!(matches!(e, Error::ClosedUnanswered), "{e:?}");
+        assert!(e.to_string().contains("auth.app_gids"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

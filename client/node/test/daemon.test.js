@@ -8,6 +8,24 @@ const assert = require('node:assert/strict');
 const latchkey = require('..');
 const { Daemon } = require('../testing/daemon');
 
+test('a connection closed before any answer says the uid may have no role', async () => {
+  const net = require('node:net');
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'latchkey-closes-'));
+  const socketPath = path.join(dir, 'closes.sock');
+  const server = net.createServer((socket) => socket.destroy());
+  await new Promise((resolve) => server.listen(socketPath, resolve));
+  const lk = new latchkey.Client(socketPath, { retries: 0 });
+  try {
+    await assert.rejects(lk.health(), (e) => e instanceof latchkey.ConnectionLostError && /auth\.app_gids/.test(e.message));
+  } finally {
+    lk.close();
+    server.close();
+  }
+});
+
 test('the ES module entry point exports the same client and classes', async () => {
   const esm = await import('latchkey-client');
   assert.equal(esm.Client, latchkey.Client);

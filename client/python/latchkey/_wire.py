@@ -378,3 +378,10 @@ class _Settings:
 
     def _start(self) -> None:
         """Each client's own state, made after the options are read."""
+
+
+#: Why a connection ended before the daemon sent anything on it: what a daemon does to a peer
+#: with no role when it cannot say so with a NoRoleError.
+CLOSED_UNANSWERED = (
+    "the daemon closed the connection without answering anything: this process's uid or groups may have no role on the socket (see auth.app_uids and auth.app_gids in the daemon's configuration), or its connection limits are reached"
+)

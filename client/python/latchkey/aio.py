@@ -23,7 +23,7 @@ from ._types import (
     PasswordChanged, ResetLink, SignUpOutcome, TokenCheck, User,
 )
 from ._wire import (
-    CallTimeout, ConnectRefused,
+    CLOSED_UNANSWERED, CallTimeout, ConnectRefused,
     LatchkeyError, TransportError, _result, _variant_name, decode_frame, encode_cancel,
     _Settings, encode_request, worth_retrying,
 )
@@ -43,6 +43,7 @@ class _AsyncConnection:
         self.next_id = 1
         self.dead: Optional[BaseException] = None
         self.pid = os.getpid()
+        self.heard = False
         self.task = asyncio.get_running_loop().create_task(self._read_loop())
 
     def register(self, method: str) -> "tuple[int, asyncio.Future[Any]]":
@@ -59,8 +60,10 @@ class _AsyncConnection:
             self.writer.write(frame)
             await self.writer.drain()
         except OSError as e:
-            self.fail(TransportError(f"connection lost while sending: {e.strerror or e}"))
-            raise TransportError(f"connection lost while sending: {e.strerror or e}") from e
+            why = (f"connection lost while sending: {e.strerror or e}" if self.heard
+                   else CLOSED_UNANSWERED)
+            self.fail(TransportError(why))
+            raise TransportError(why) from e
 
     def fail(self, error: BaseException) -> None:
         if self.dead is None:
@@ -79,11 +82,13 @@ class _AsyncConnection:
                 if length > self.max_frame_bytes:
                     raise TransportError(f"the daemon sent a {length}-byte frame, above the limit")
                 request_id, response = decode_frame(await self.reader.readexactly(length))
+                self.heard = True
                 future = self.pending.pop(request_id, None)
                 if future is not None and not future.done():
                     future.set_result(response)
         except asyncio.IncompleteReadError:
-            self.fail(TransportError("the daemon closed the connection"))
+            self.fail(TransportError(
+                "the daemon closed the connection" if self.heard else CLOSED_UNANSWERED))
         except TransportError as e:
             self.fail(e)
         except OSError as e:
@@ -178,18 +183,22 @@ class AsyncClient(_Settings):
             sent = True
             response = await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError as e:
-            self._abandon(conn, request_id, sent)
+            self._abandon(conn, request_id, future, sent)
             raise CallTimeout(f"{method}: no answer within {timeout:g} s") from e
         except BaseException:
             # Cancelled (the caller's task) or never sent: the daemon may stop working on it.
-            self._abandon(conn, request_id, sent)
+            self._abandon(conn, request_id, future, sent)
             raise
         return _result(response, _variant_name(method), method)
 
     @staticmethod
-    def _abandon(conn: _AsyncConnection, request_id: int, sent: bool) -> None:
-        future = conn.pending.pop(request_id, None)
-        if future is not None and not future.done():
+    def _abandon(conn: _AsyncConnection, request_id: int, future: "asyncio.Future[Any]",
+                 sent: bool) -> None:
+        conn.pending.pop(request_id, None)
+        if future.done():
+            if not future.cancelled():
+                future.exception()  # retrieved: the caller has the error already
+        else:
             future.cancel()
         if sent and conn.dead is None:
             try:

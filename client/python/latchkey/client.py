@@ -17,7 +17,7 @@ from ._types import (
     PasswordChanged, ResetLink, SignUpOutcome, TokenCheck, User,
 )
 from ._wire import (
-    CallTimeout, ConnectRefused,
+    CLOSED_UNANSWERED, CallTimeout, ConnectRefused,
     LatchkeyError, TransportError, _result, _variant_name, decode_frame, encode_cancel,
     _Settings, encode_request, worth_retrying,
 )
@@ -59,6 +59,8 @@ class _Connection:
         # The process that made it: a forked child must not read or write the parent's
         # socket (their frames would interleave), so it makes its own.
         self.pid = os.getpid()
+        # Whether the daemon has sent anything: a close before that is most likely a refusal.
+        self.heard = False
         self.next_id = 1
         self.dead: Optional[BaseException] = None
         self.reader = threading.Thread(target=self._read_loop, name="latchkey-reader", daemon=True)
@@ -83,8 +85,10 @@ class _Connection:
             try:
                 self.sock.sendall(frame)
             except OSError as e:
-                self.fail(TransportError(f"connection lost while sending: {e.strerror or e}"))
-                raise TransportError(f"connection lost while sending: {e.strerror or e}") from e
+                why = (f"connection lost while sending: {e.strerror or e}" if self.heard
+                       else CLOSED_UNANSWERED)
+                self.fail(TransportError(why))
+                raise TransportError(why) from e
 
     def fail(self, error: BaseException) -> None:
         """Marks the connection dead and fails every call in flight."""
@@ -121,7 +125,8 @@ class _Connection:
             while True:
                 header = self._recv_exact(4)
                 if header is None:
-                    raise TransportError("the daemon closed the connection")
+                    raise TransportError(
+                        "the daemon closed the connection" if self.heard else CLOSED_UNANSWERED)
                 (length,) = struct.unpack(">I", header)
                 if length > self.max_frame_bytes:
                     raise TransportError(f"the daemon sent a {length}-byte frame, above the limit")
@@ -129,6 +134,7 @@ class _Connection:
                 if body is None:
                     raise TransportError("the daemon closed the connection mid-frame")
                 request_id, response = decode_frame(body)
+                self.heard = True
                 with self.lock:
                     pending = self.pending.pop(request_id, None)
                 if pending is not None:  # None: the caller gave up (timeout) already

@@ -62,6 +62,33 @@ def test_the_client_connects_at_its_first_call_so_an_app_starts_while_the_daemon
         daemon.stop()
 
 
+def test_a_connection_closed_before_any_answer_says_the_uid_may_have_no_role(
+        tmp_path: Path) -> None:
+    path = str(tmp_path / "closes.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+
+    def close_every_connection() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=close_every_connection, daemon=True).start()
+    with pytest.raises(latchkey.TransportError, match="auth.app_gids"):
+        latchkey.Client(path, retries=0).health()
+
+    async def main() -> None:
+        with pytest.raises(latchkey.TransportError, match="auth.app_gids"):
+            await latchkey.AsyncClient(path, retries=0).health()
+
+    asyncio.run(main())
+    server.close()
+
+
 def test_the_async_client_runs_calls_concurrently_without_blocking_the_loop(
         daemon: Daemon) -> None:
     async def main() -> None:
