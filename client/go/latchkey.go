@@ -198,8 +198,13 @@ func (cn *conn) read() {
 	}
 }
 
-// write sends one frame, whole, before the deadline.
-func (cn *conn) write(frame []byte, deadline time.Time) error {
+// writeTimeout bounds one frame's write. It is not the call's deadline: a write cut off
+// halfway would leave half a frame on the connection and end it for every call on it, so a
+// short deadline is enforced while waiting for the answer instead.
+const writeTimeout = 10 * time.Second
+
+// write sends one frame, whole.
+func (cn *conn) write(frame []byte) error {
 	if len(frame) > cn.max {
 		return fmt.Errorf("latchkey: the request is %d bytes, above the %d-byte frame limit", len(frame), cn.max)
 	}
@@ -208,7 +213,7 @@ func (cn *conn) write(frame []byte, deadline time.Time) error {
 	copy(out[4:], frame)
 	cn.wmu.Lock()
 	defer cn.wmu.Unlock()
-	_ = cn.net.SetWriteDeadline(deadline)
+	_ = cn.net.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := cn.net.Write(out); err != nil {
 		why := fmt.Errorf("%w: %v", ErrDisconnected, err)
 		cn.mu.Lock()
@@ -233,6 +238,10 @@ func (c *Client) Call(ctx context.Context, method string, args any, result any) 
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(c.opts.Timeout)
+	}
+	if time.Until(deadline) <= 0 {
+		// Nothing sent: the connection stays as it was.
+		return fmt.Errorf("%s: the deadline passed before the call was sent: %w", method, context.DeadlineExceeded)
 	}
 	cn, err := c.connection(ctx)
 	if err != nil {
@@ -265,7 +274,7 @@ func (c *Client) Call(ctx context.Context, method string, args any, result any) 
 		cn.forget(id)
 		return fmt.Errorf("%s: cannot encode the arguments: %w", method, err)
 	}
-	if err := cn.write(frame, deadline); err != nil {
+	if err := cn.write(frame); err != nil {
 		cn.forget(id)
 		return fmt.Errorf("%s: %w", method, err)
 	}
@@ -297,7 +306,7 @@ func (cn *conn) forget(id uint64) {
 func (cn *conn) cancel(id uint64, deadline time.Time) {
 	cn.forget(id)
 	frame, _ := json.Marshal(map[string]any{"Cancel": map[string]any{"request_id": id}})
-	go func() { _ = cn.write(frame, time.Now().Add(time.Second)) }()
+	go func() { _ = cn.write(frame) }()
 }
 
 // decode unwraps {"Ok": {"<Method>": {"Ok": v} | {"Err": e}}} or {"Err": {kind, detail}}.
