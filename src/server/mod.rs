@@ -349,14 +349,8 @@ fn answer_refused(
                 codec::Decoded::Refuse { id, .. } => id,
                 _ => return None,
             };
-            let reply = tarpc::Response::<()> {
-                request_id: id,
-                message: Err(tarpc::ServerError::new(kind, detail)),
-            };
-            let json = serde_json::to_vec(&reply).ok()?;
-            futures::SinkExt::send(&mut framed, bytes::Bytes::from(json))
-                .await
-                .ok()
+            let reply = codec::refusal(id, tarpc::ServerError::new(kind, detail)).ok()?;
+            futures::SinkExt::send(&mut framed, reply).await.ok()
         };
         let _ = tokio::time::timeout(REFUSAL_WAIT, answer).await;
         drop(permit);

@@ -105,12 +105,7 @@ impl<Req: DeserializeOwned, Resp> Stream for Transport<Req, Resp> {
                         "invalid_request"
                     };
                     this.note(reason, &error.detail);
-                    let reply = Response::<()> {
-                        request_id: id,
-                        message: Err(error),
-                    };
-                    let json = serde_json::to_vec(&reply).map_err(io::Error::other)?;
-                    this.refusal = Some(Bytes::from(json));
+                    this.refusal = Some(codec::refusal(id, error)?);
                 }
                 Decoded::Drop(why) => this.note("dropped", &why),
                 Decoded::Close(e) => {

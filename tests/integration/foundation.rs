@@ -564,15 +564,7 @@ async fn missing_config_file_is_named() {
 #[tokio::test]
 async fn unknown_config_key_is_named() {
     let setup = Setup::new().toml("[server]\nsocket_mdoe = \"0600\"\n");
-    let config = setup.write_config();
-    let result = run(
-        LATCHKEYD,
-        &["--config", config.to_str().expect("UTF-8")],
-        None,
-    )
-    .await;
-    assert!(!result.status.success(), "expected a failure\n{result}");
-    result.assert_stderr_contains("socket_mdoe");
+    crate::assert_refuses_to_start(&setup, &[], "socket_mdoe").await;
 }
 
 #[tokio::test]

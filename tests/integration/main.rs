@@ -9,6 +9,17 @@
 /// The daemon under test.
 const LATCHKEYD: &str = env!("CARGO_BIN_EXE_latchkeyd");
 
+/// Runs the daemon on `setup`'s configuration with `extra` arguments and checks that it
+/// refuses to start, saying `why` on stderr.
+async fn assert_refuses_to_start(setup: &latchkey_test_support::Setup, extra: &[&str], why: &str) {
+    let config = setup.write_config();
+    let mut args = vec!["--config", config.to_str().expect("UTF-8")];
+    args.extend_from_slice(extra);
+    let result = latchkey_test_support::run(LATCHKEYD, &args, None).await;
+    assert!(!result.status.success(), "expected a refusal\n{result}");
+    result.assert_stderr_contains(why);
+}
+
 mod connections;
 mod crash;
 mod disk;

@@ -4,9 +4,9 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use latchkey_test_support::{free_port, new_user, run, Setup};
+use latchkey_test_support::{free_port, new_user, Setup};
 
-use crate::LATCHKEYD;
+use crate::assert_refuses_to_start;
 
 /// One HTTP/1.1 request to `127.0.0.1:port`, as a scraper sends it; the whole response.
 fn http(port: u16, request_line: &str) -> String {
@@ -92,33 +92,11 @@ async fn the_listener_binds_loopback_only_and_a_taken_port_fails_the_start() {
         "localhost:9464",
     ] {
         let setup = Setup::new().toml(&format!("[metrics]\nlisten = \"{address}\""));
-        let config = setup.write_config();
-        let result = run(
-            LATCHKEYD,
-            &[
-                "--config",
-                config.to_str().expect("UTF-8"),
-                "--check-config",
-            ],
-            None,
-        )
-        .await;
-        assert!(
-            !result.status.success(),
-            "{address}: expected a refusal\n{result}"
-        );
-        result.assert_stderr_contains("metrics.listen");
+        assert_refuses_to_start(&setup, &["--check-config"], "metrics.listen").await;
     }
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("address").port();
     let setup = Setup::new().toml(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\""));
-    let config = setup.write_config();
-    let result = run(
-        LATCHKEYD,
-        &["--config", config.to_str().expect("UTF-8")],
-        None,
-    )
-    .await;
-    assert!(!result.status.success(), "expected a failure\n{result}");
-    result.assert_stderr_contains(&format!("cannot listen for metrics on 127.0.0.1:{port}"));
+    let why = format!("cannot listen for metrics on 127.0.0.1:{port}");
+    assert_refuses_to_start(&setup, &[], &why).await;
 }
