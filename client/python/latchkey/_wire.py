@@ -380,6 +380,12 @@ class _Settings:
         """Each client's own state, made after the options are read."""
 
 
+def lost(heard: bool, why: str) -> TransportError:
+    """The error for a connection that ended: `why`, unless the daemon never sent anything on
+    it, which is most likely a refusal it could not explain (see CLOSED_UNANSWERED)."""
+    return TransportError(why if heard else CLOSED_UNANSWERED)
+
+
 #: Why a connection ended before the daemon sent anything on it: what a daemon does to a peer
 #: with no role when it cannot say so with a NoRoleError.
 CLOSED_UNANSWERED = (

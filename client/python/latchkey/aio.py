@@ -23,8 +23,9 @@ from ._types import (
     PasswordChanged, ResetLink, SignUpOutcome, TokenCheck, User,
 )
 from ._wire import (
-    CLOSED_UNANSWERED, CallTimeout, ConnectRefused,
+    CallTimeout, ConnectRefused,
     LatchkeyError, TransportError, _result, _variant_name, decode_frame, encode_cancel,
+    lost,
     _Settings, encode_request, worth_retrying,
 )
 
@@ -60,10 +61,9 @@ class _AsyncConnection:
             self.writer.write(frame)
             await self.writer.drain()
         except OSError as e:
-            why = (f"connection lost while sending: {e.strerror or e}" if self.heard
-                   else CLOSED_UNANSWERED)
-            self.fail(TransportError(why))
-            raise TransportError(why) from e
+            error = lost(self.heard, f"connection lost while sending: {e.strerror or e}")
+            self.fail(error)
+            raise error from e
 
     def fail(self, error: BaseException) -> None:
         if self.dead is None:
@@ -87,12 +87,11 @@ class _AsyncConnection:
                 if future is not None and not future.done():
                     future.set_result(response)
         except asyncio.IncompleteReadError:
-            self.fail(TransportError(
-                "the daemon closed the connection" if self.heard else CLOSED_UNANSWERED))
+            self.fail(lost(self.heard, "the daemon closed the connection"))
         except TransportError as e:
             self.fail(e)
         except OSError as e:
-            self.fail(TransportError(e.strerror or str(e)))
+            self.fail(lost(self.heard, e.strerror or str(e)))
 
 
 class AsyncClient(_Settings):

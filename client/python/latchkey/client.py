@@ -17,8 +17,9 @@ from ._types import (
     PasswordChanged, ResetLink, SignUpOutcome, TokenCheck, User,
 )
 from ._wire import (
-    CLOSED_UNANSWERED, CallTimeout, ConnectRefused,
+    CallTimeout, ConnectRefused,
     LatchkeyError, TransportError, _result, _variant_name, decode_frame, encode_cancel,
+    lost,
     _Settings, encode_request, worth_retrying,
 )
 
@@ -85,10 +86,9 @@ class _Connection:
             try:
                 self.sock.sendall(frame)
             except OSError as e:
-                why = (f"connection lost while sending: {e.strerror or e}" if self.heard
-                       else CLOSED_UNANSWERED)
-                self.fail(TransportError(why))
-                raise TransportError(why) from e
+                error = lost(self.heard, f"connection lost while sending: {e.strerror or e}")
+                self.fail(error)
+                raise error from e
 
     def fail(self, error: BaseException) -> None:
         """Marks the connection dead and fails every call in flight."""
@@ -125,8 +125,7 @@ class _Connection:
             while True:
                 header = self._recv_exact(4)
                 if header is None:
-                    raise TransportError(
-                        "the daemon closed the connection" if self.heard else CLOSED_UNANSWERED)
+                    raise lost(self.heard, "the daemon closed the connection")
                 (length,) = struct.unpack(">I", header)
                 if length > self.max_frame_bytes:
                     raise TransportError(f"the daemon sent a {length}-byte frame, above the limit")
@@ -143,7 +142,7 @@ class _Connection:
         except TransportError as e:
             self.fail(e)
         except OSError as e:
-            self.fail(TransportError(e.strerror or str(e)))
+            self.fail(lost(self.heard, e.strerror or str(e)))
 
 
 
